@@ -63,6 +63,9 @@ class EncoderConfig:
     # "crop" resizes the shorter side to image_size·crop_scale then centre-crops image_size² (CLIP / DINOv2 style).
     resize: str = "squash"
     crop_scale: float = 1.0
+    # Square encoders: the side of the image the position-embedding table was trained for (Meta's DINOv2: 518, a 37×37
+    # grid). None = image_size. When it differs from image_size the table is interpolated by Meta DINOv2's rule.
+    pos_embed_size: int | None = None
     mean: list[float] = field(default_factory=lambda: [0.48145466, 0.4578275, 0.40821073])  # OpenAI CLIP
     std: list[float] = field(default_factory=lambda: [0.26862954, 0.26130258, 0.27577711])
 
