@@ -1,4 +1,4 @@
-"""MoLE, the Mixture of Language Experts (PAPER.md § MoLE; paper §3.3, Table 2).
+"""MoLE, the Mixture of Language Experts (paper §3.3, Table 2; OFFICIAL.md § Architecture, "MoLE").
 
 Each decoder layer's FFN gets K bottleneck adapters in parallel, one chosen per token by a top-1 router:
 
@@ -6,11 +6,13 @@ Each decoder layer's FFN gets K bottleneck adapters in parallel, one chosen per 
     G(·)   = onehot(argmax_k p),  p = softmax(MLP(router input))        top-1 gate, exactly one-hot in the forward
     h ↦ h + FFN(h) + Σ_k G_k · y_k(h)                                  (the residual add stays the decoder's)
 
-Router inputs (Table 2): MoLE-I the instruction's sentence embedding I (one expert per sample, the paper's best),
-MoLE-T the token's hidden state, MoLE-IT their concatenation. Gradient to the router: straight-through
-``G + p − p.detach()`` (the subtraction is exactly 0 in the forward, so the gate stays exactly 1), or Switch-style
-scaling by ``p_top1``. Options: Gumbel noise on the logits while training (GS) and the Switch load-balance loss
-``K · Σ_k f_k · P̄_k`` (LB).
+x is the FFN's input (the post-attention RMSNorm output); the router MLP is Linear(384, 384) → GELU → Linear(384, K).
+Router inputs (Table 2): MoLE-I the instruction's sentence embedding I (one expert per sample, the paper's and the
+release's), MoLE-T the token's hidden state, MoLE-IT their concatenation. Gradient to the router: the release's
+straight-through ``G = onehot − p.detach() + p`` over all K experts, so every p_k receives ``⟨∂L/∂out, y_k(x)⟩``
+(``router_grad="dense"``: the forward runs only the chosen adapter, the backward evaluates all K for this term), or
+only the chosen expert's (``"top1"``), or Switch-style scaling by ``p_top1``. Options: Gumbel noise on the logits while
+training (GS) and the Switch load-balance loss ``K · Σ_k f_k · P̄_k`` (LB).
 
 W_up and the biases start at zero and s at 1, so a freshly attached model equals the base model bit for bit.
 All adapters of a layer run in one `mome.ops.grouped_adapter` call.
@@ -62,14 +64,20 @@ class Adapter(nn.Module):
 class MoLE(nn.Module):
     """K adapters of one FFN plus their router. ``forward(x (B, T, D)) -> (B, T, D)``.
 
+    Parameters (K experts): ``w_down`` (K, D, R), ``b_down`` (K, R), ``w_up`` (K, R, D), ``b_up`` (K, D),
+    ``scale`` (K,) and ``router`` = Sequential(Linear, GELU, Linear). The release's ``adapters.k.down_proj.weight`` is
+    ``w_down[k]ᵀ``, its ``adapters.k.up_proj.weight`` is ``w_up[k]ᵀ`` and its ``router_mlp`` is ``router``.
+
     The instruction embedding for MoLE-I/IT is read from ``self.instruction`` (B, dim), set by `routing_context`
     around the LLM's forward; after each forward ``last_expert`` (B, T), ``last_gate`` (B, T), ``last_probs``
     (B, T, K) and ``aux_loss`` describe the routing."""
 
     def __init__(self, dim: int, num_experts: int = 4, rank: int = 64, router: str = "instance",
-                 instruction_dim: int = 384, router_hidden: int = 256, gate: str = "straight_through",
-                 gumbel: bool = False, gumbel_tau: float = 1.0, load_balance: float = 0.0):
+                 instruction_dim: int = 384, router_hidden: int = 384, gate: str = "straight_through",
+                 gumbel: bool = False, gumbel_tau: float = 1.0, load_balance: float = 0.0, router_grad: str = "dense"):
         super().__init__()
+        if router_grad not in ("dense", "top1"):
+            raise ValueError(f"router_grad must be 'dense' or 'top1', got {router_grad!r}")
         if router not in ROUTERS:
             raise ValueError(f"router must be one of {list(ROUTERS)}, got {router!r}")
         if router == "single" and num_experts != 1:
@@ -80,6 +88,7 @@ class MoLE(nn.Module):
         self.dim, self.num_experts, self.rank = D, K, R
         self.router_kind, self.gate_kind = router, gate
         self.gumbel, self.gumbel_tau, self.load_balance = gumbel, gumbel_tau, load_balance
+        self.router_grad = router_grad
         self.instruction_dim, self.router_hidden = instruction_dim, router_hidden
         w_down = torch.empty(K, R, D)
         for k in range(K):  # nn.Linear's default (Kaiming-uniform) init, per expert
@@ -122,18 +131,28 @@ class MoLE(nn.Module):
         probs = torch.softmax(logits, dim=-1)
         expert = probs.argmax(dim=-1)  # (B, T)
         p_top = probs.gather(-1, expert[..., None])[..., 0]
-        # (p - p.detach()) is exactly 0 in the forward, so the gate is exactly 1; its gradient is dp.
-        gate = 1.0 + (p_top - p_top.detach()) if self.gate_kind == "straight_through" else p_top
+        if self.gate_kind == "switch":
+            gate = p_top
+        elif self.router_grad == "dense":
+            gate = None  # exactly one-hot; `_DenseRouterGrad` carries every p_k's gradient
+        else:
+            # (p - p.detach()) is exactly 0 in the forward, so the gate is exactly 1; its gradient is dp.
+            gate = 1.0 + (p_top - p_top.detach())
         return expert, gate, probs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, D = x.shape
         expert, gate, probs = self.route(x)
+        flat = x.reshape(B * T, D).to(self.w_down.dtype)
         y = mome.ops.grouped_adapter(
-            x.reshape(B * T, D).to(self.w_down.dtype), expert.reshape(B * T),
-            self.w_down, self.b_down, self.w_up, self.b_up, self.scale,
+            flat, expert.reshape(B * T), self.w_down, self.b_down, self.w_up, self.b_up, self.scale,
             None if gate is None else gate.reshape(B * T).to(self.w_down.dtype),
-        ).view(B, T, D)
+        )
+        if (probs is not None and gate is None and torch.is_grad_enabled() and probs.requires_grad):
+            y = _DenseRouterGrad.apply(y, probs.reshape(B * T, -1), flat.detach(), self.w_down.detach(),
+                                       self.b_down.detach(), self.w_up.detach(), self.b_up.detach(),
+                                       self.scale.detach())
+        y = y.view(B, T, D)
         self.last_expert, self.last_gate, self.last_probs = expert.detach(), gate, probs
         if probs is not None and self.load_balance > 0:
             K = self.num_experts
@@ -142,6 +161,28 @@ class MoLE(nn.Module):
         else:
             self.aux_loss = None
         return y.to(x.dtype)
+
+
+class _DenseRouterGrad(torch.autograd.Function):
+    """Identity on the adapter output y in the forward; in the backward it also returns, for every row n and expert
+    k, ``∂L/∂p[n, k] = ⟨∂L/∂y[n], y_k(x[n])⟩`` — the gradient the release's straight-through gate
+    ``onehot − p.detach() + p`` gives each probability, since it multiplies all K adapters' outputs. y_k is recomputed
+    densely here (no gradient flows to x or the adapters through this path: their gate value is 0 or exactly 1)."""
+
+    @staticmethod
+    def forward(ctx, y, probs, x, w_down, b_down, w_up, b_up, scale):
+        ctx.save_for_backward(x, w_down, b_down, w_up, b_up, scale)
+        return y.view_as(y)
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        x, w_down, b_down, w_up, b_up, scale = ctx.saved_tensors
+        g = grad_y.to(x.dtype)
+        cols = []
+        for k in range(w_down.shape[0]):  # (N,) per expert: ⟨g, s_k (ReLU(x W_down + b_down) W_up + b_up)⟩
+            h = torch.relu(torch.addmm(b_down[k], x, w_down[k]))
+            cols.append(scale[k] * ((h @ w_up[k]) * g).sum(-1) + scale[k] * (g @ b_up[k]))
+        return grad_y, torch.stack(cols, dim=-1), None, None, None, None, None, None
 
 
 class FFNWithMoLE(nn.Module):
@@ -166,8 +207,9 @@ def _decoder_layers(model: nn.Module) -> nn.ModuleList:
 
 
 def attach_mole(model: nn.Module, num_experts: int, rank: int = 64, router: str = "instance", *,
-                instruction_dim: int = 384, router_hidden: int = 256, gate: str = "straight_through",
-                gumbel: bool = False, gumbel_tau: float = 1.0, load_balance: float = 0.0) -> nn.Module:
+                instruction_dim: int = 384, router_hidden: int = 384, gate: str = "straight_through",
+                gumbel: bool = False, gumbel_tau: float = 1.0, load_balance: float = 0.0,
+                router_grad: str = "dense") -> nn.Module:
     """Put a MoLE parallel to every decoder layer's MLP of a transformers LLaMA-family causal LM (LLaMA, Vicuna,
     Mistral, Qwen2: ``model.model.layers[i].mlp``), in place; returns the model. Right after attaching, the model's
     outputs equal the original's exactly. ``router="single"`` with ``num_experts=1`` is the plain adapter."""
@@ -178,7 +220,8 @@ def attach_mole(model: nn.Module, num_experts: int, rank: int = 64, router: str 
             raise ValueError("this model already has MoLE attached")
         ref = next(layer.mlp.parameters())
         mole = MoLE(dim, num_experts, rank, router, instruction_dim=instruction_dim, router_hidden=router_hidden,
-                    gate=gate, gumbel=gumbel, gumbel_tau=gumbel_tau, load_balance=load_balance).to(ref.device)
+                    gate=gate, gumbel=gumbel, gumbel_tau=gumbel_tau, load_balance=load_balance,
+                    router_grad=router_grad).to(ref.device)
         layer.mlp = FFNWithMoLE(layer.mlp, mole)
     return model
 
@@ -191,7 +234,8 @@ def replicate_adapter(model: nn.Module, num_experts: int, router: str = "instanc
         if not isinstance(block, FFNWithMoLE) or block.mole.num_experts != 1:
             raise ValueError("replicate_adapter expects a model with a single adapter per layer (router='single')")
         old = block.mole
-        kwargs = dict(instruction_dim=old.instruction_dim, router_hidden=old.router_hidden, gate=old.gate_kind)
+        kwargs = dict(instruction_dim=old.instruction_dim, router_hidden=old.router_hidden, gate=old.gate_kind,
+                      router_grad=old.router_grad)
         kwargs.update(router_kwargs)
         new = MoLE(old.dim, num_experts, old.rank, router, **kwargs).to(old.w_down.device)
         with torch.no_grad():

@@ -1,9 +1,14 @@
-"""The assembled MoME (PAPER.md § Architecture, § LLM): MoVE's fused visual tokens in a LLaVA-style prompt, fed to a
+"""The assembled MoME (OFFICIAL.md § Architecture, "prompt"): MoVE's visual tokens in the release's prompt, fed to a
 LLaMA-family LLM whose FFNs carry MoLE.
 
-    prompt  = "{system} USER: {before}<image>{after} ASSISTANT:"   (Vicuna v1; "<image>\\n" is prepended if absent)
-    tokens  = [BOS] enc(before part) [F_1 … F_L] enc(after part) enc(answer) [EOS]
-    loss    = mean cross-entropy over the answer tokens and EOS only (+ MoLE's load-balance loss when on)
+    template "mome" (the release; the question's <image> placeholder, if any, is dropped):
+        tokens = [BOS] enc("USER: <Img>") [F_0 … F_L] enc("</Img>") enc("{question} ASSISTANT: ") enc(answer) [EOS]
+    template "vicuna_v1" (ours; "<image>\\n" is prepended to the prompt if absent):
+        tokens = [BOS] enc("{system} USER: {before}") [F_0 … F_L] enc("{after} ASSISTANT:") enc(answer) [EOS]
+    loss   = mean cross-entropy over the answer tokens and EOS only (+ MoLE's load-balance loss when on)
+
+Each piece is tokenised on its own, as the release does; F_0 is the EVA CLS token. Sequences longer than
+``language.max_length`` (the release: 600) are cut on the right.
 
 Trainable: ADT, projectors, soft router, adapters and MoLE routers (and the LLM when ``language.train``, which the
 tiny preset needs because its LLM is random). Frozen: the encoders, the LLM otherwise, the sentence encoder (kept
@@ -41,10 +46,16 @@ class CheckpointError(ValueError):
     """A checkpoint does not match the model its config describes."""
 
 
-def build_prompt(prompt: str) -> tuple[str, str]:
-    """Vicuna v1 conversation around one user turn, split at the image placeholder: (text before, text after)."""
+def build_prompt(prompt: str, template: str = "mome") -> tuple[str, str]:
+    """The text before and after the visual tokens for one user turn: the release's ``USER: <Img>`` …
+    ``</Img>{question} ASSISTANT: `` (``"mome"``) or Vicuna v1's conversation split at the placeholder
+    (``"vicuna_v1"``)."""
     if prompt.count(IMAGE_TOKEN) > 1:
         raise ValueError(f"a prompt may hold one {IMAGE_TOKEN} placeholder, got {prompt.count(IMAGE_TOKEN)}: {prompt!r}")
+    if template == "mome":
+        return "USER: <Img>", instruction_text(prompt) + " ASSISTANT: "
+    if template != "vicuna_v1":
+        raise ValueError(f"template must be 'mome' or 'vicuna_v1', got {template!r}")
     if IMAGE_TOKEN not in prompt:
         prompt = f"{IMAGE_TOKEN}\n{prompt}"
     before, after = prompt.split(IMAGE_TOKEN)
@@ -63,7 +74,7 @@ class MoMEOutput:
     aux_loss: torch.Tensor | None  # MoLE load balance, None when off
     logits: torch.Tensor  # (B, T, V)
     vision_weights: torch.Tensor  # (B, N) soft-router weights per encoder (ones for addition)
-    vision_importance: torch.Tensor  # (B, N) ‖G_s(I)_i · f̂_i‖ (Fig. 4)
+    vision_importance: torch.Tensor  # (B, N) mean |G_s(I)_i · f̂_i| (Fig. 4)
     language_experts: list[torch.Tensor] | None  # per layer (B, T) expert ids, None without MoLE
     attention_mask: torch.Tensor  # (B, T)
 
@@ -98,7 +109,7 @@ class MoME(nn.Module):
                 torch.manual_seed(config.seed * 1000 + 200)
                 attach_mole(self.llm, config.num_experts, m.rank, m.router, instruction_dim=config.sentence.dim,
                             router_hidden=m.router_hidden, gate=m.gate, gumbel=m.gumbel, gumbel_tau=m.gumbel_tau,
-                            load_balance=m.load_balance)
+                            load_balance=m.load_balance, router_grad=m.router_grad)
             torch.manual_seed(config.seed * 1000 + 300)
             self.move = MoVE(config.vision, encoders, self.llm.config.hidden_size, config.sentence.dim)
         self._sentence = None
@@ -147,13 +158,16 @@ class MoME(nn.Module):
 
     def tokenize(self, prompts: list[str], answers: list[str] | None = None, padding_side: str = "right"):
         """Token ids around the L image slots. Returns input_ids, image_mask, labels, attention_mask (all (B, T))."""
-        tk, L = self.tokenizer, self.config.vision.num_tokens
+        tk, L = self.tokenizer, self.move.num_output_tokens
+        template = self.config.language.template
         rows = []
         for i, prompt in enumerate(prompts):
-            before, after = build_prompt(prompt)
+            before, after = build_prompt(prompt, template)
             ids = [tk.bos_id] + tk.encode(before)
             img = [False] * len(ids) + [True] * L
             ids += [tk.pad_id] * L
+            if template == "mome":
+                ids += tk.encode("</Img>")
             ids += tk.encode(after)
             img += [False] * (len(ids) - len(img))
             labels = [IGNORE] * len(ids)
@@ -234,7 +248,8 @@ class MoME(nn.Module):
             torch.manual_seed(self.config.seed * 1000 + 400)
             replicate_adapter(self.llm, K, router, instruction_dim=new.sentence.dim,
                               router_hidden=new.mole.router_hidden, gate=new.mole.gate, gumbel=new.mole.gumbel,
-                              gumbel_tau=new.mole.gumbel_tau, load_balance=new.mole.load_balance)
+                              gumbel_tau=new.mole.gumbel_tau, load_balance=new.mole.load_balance,
+                              router_grad=new.mole.router_grad)
         self.config = new
         return self
 

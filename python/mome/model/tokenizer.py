@@ -50,7 +50,8 @@ def tiny_corpus(seed: int = 0, lines: int = 4000) -> list[str]:
     """Deterministic training text for the tiny tokenizer: every word in several casings, numbers, boxes, templates."""
     rng = random.Random(seed)
     words = sorted({w for group in _WORDS.values() for w in group.split()})
-    out = [SYSTEM, "USER: <image>\nWhat is this? ASSISTANT: A red circle.</s>"]
+    out = [SYSTEM, "USER: <image>\nWhat is this? ASSISTANT: A red circle.</s>",
+           "USER: <Img>", "</Img>", "What is this? ASSISTANT: ", "A red circle."]
     for w in words:
         out += [w, w.capitalize(), f"{w}.", f"{w}?", f"{w},"]
     for _ in range(lines):
