@@ -106,7 +106,9 @@ def _(value, spatial_shapes, level_start_index, sampling_locations, attention_we
 
 @_library.register_fake("deform_attn_backward")
 def _(grad_output, value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
-    return torch.empty_like(value), torch.empty_like(sampling_locations), torch.empty_like(attention_weights)
+    # new_empty, not empty_like: the kernels return contiguous gradients whatever the inputs' strides.
+    return value.new_empty(value.shape), sampling_locations.new_empty(sampling_locations.shape), \
+        attention_weights.new_empty(attention_weights.shape)
 
 
 def _setup_context(ctx, inputs, output):

@@ -191,27 +191,21 @@ def _check_params(x, w_down, b_down, w_up, b_up, scale, gate):
         _checks.same_device(name, t, "x", x)
 
 
+# The fakes use new_empty, not empty_like: the kernels return contiguous tensors whatever the inputs' strides, and a
+# fake that kept a transposed x's strides would fail opcheck and torch.compile's stride assertions.
 @_library.register_fake("grouped_adapter")
 def _(x, expert_ids, w_down, b_down, w_up, b_up, scale, gate, residual=None):
-    return torch.empty_like(x), x.new_empty(x.shape[0], w_down.shape[2])
+    return x.new_empty(x.shape), x.new_empty(x.shape[0], w_down.shape[2])
 
 
 @_library.register_fake("grouped_adapter_sorted")
 def _(x, expert_offsets, w_down, b_down, w_up, b_up, scale, gate, residual=None):
-    return torch.empty_like(x), x.new_empty(x.shape[0], w_down.shape[2])
+    return x.new_empty(x.shape), x.new_empty(x.shape[0], w_down.shape[2])
 
 
 def _fake_backward(grad_output, x, routing, hidden, w_down, b_down, w_up, b_up, scale, gate):
-    grad_gate = torch.empty_like(gate) if gate is not None else x.new_empty(0)
-    return (
-        torch.empty_like(x),
-        torch.empty_like(w_down),
-        torch.empty_like(b_down),
-        torch.empty_like(w_up),
-        torch.empty_like(b_up),
-        torch.empty_like(scale),
-        grad_gate,
-    )
+    grad_gate = gate.new_empty(gate.shape) if gate is not None else x.new_empty(0)
+    return (*(t.new_empty(t.shape) for t in (x, w_down, b_down, w_up, b_up, scale)), grad_gate)
 
 
 _library.register_fake("grouped_adapter_backward")(_fake_backward)

@@ -42,7 +42,8 @@ def _(features, weights):
 
 @_library.register_fake("router_mix_backward")
 def _(grad_output, features, weights):
-    return torch.empty_like(features), torch.empty_like(weights)
+    # new_empty, not empty_like: the kernels return contiguous gradients whatever the inputs' strides.
+    return features.new_empty(features.shape), weights.new_empty(weights.shape)
 
 
 def _setup_context(ctx, inputs, output):
