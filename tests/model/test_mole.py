@@ -71,10 +71,11 @@ def test_stage2_replication_equals_stage1(router):
     assert not torch.equal(stage1, llama()(ids).logits)  # the adapters do something
 
 
-@pytest.mark.parametrize("gate", ["straight_through", "switch"])
-def test_gate_is_one_hot_forward_with_gradient_to_router(gate):
+@pytest.mark.parametrize("gate, router_grad", [("straight_through", "dense"), ("straight_through", "top1"),
+                                               ("switch", "dense")])
+def test_gate_is_one_hot_forward_with_gradient_to_router(gate, router_grad):
     torch.manual_seed(0)
-    mole = MoLE(D, num_experts=4, rank=8, router="instance_token", gate=gate)
+    mole = MoLE(D, num_experts=4, rank=8, router="instance_token", gate=gate, router_grad=router_grad)
     with torch.no_grad():
         mole.w_up.normal_(std=0.1)
     x = torch.randn(B, T, D)
@@ -83,11 +84,13 @@ def test_gate_is_one_hot_forward_with_gradient_to_router(gate):
     probs = mole.last_probs
     torch.testing.assert_close(probs.sum(-1), torch.ones(B, T))
     assert torch.equal(mole.last_expert, probs.argmax(-1))
-    if gate == "straight_through":
-        assert torch.equal(mole.last_gate.detach(), torch.ones(B, T))  # exactly one-hot in the forward
-    # The output is exactly the chosen expert's adapter (scaled by the gate value).
     e = mole.last_expert
-    g = mole.last_gate.detach()[..., None]
+    if gate == "switch":
+        g = mole.last_gate.detach()[..., None]
+    else:  # exactly one-hot in the forward
+        assert mole.last_gate is None or torch.equal(mole.last_gate.detach(), torch.ones(B, T))
+        g = 1.0
+    # The output is exactly the chosen expert's adapter (scaled by the gate value).
     h = torch.relu(torch.einsum("btd,btdr->btr", x, mole.w_down[e]) + mole.b_down[e])
     ref = g * mole.scale[e][..., None] * (torch.einsum("btr,btrd->btd", h, mole.w_up[e]) + mole.b_up[e])
     torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-6)
@@ -95,6 +98,66 @@ def test_gate_is_one_hot_forward_with_gradient_to_router(gate):
     router_grads = [p.grad for p in mole.router.parameters()]
     assert all(gr is not None and torch.isfinite(gr).all() for gr in router_grads)
     assert any(gr.abs().sum() > 0 for gr in router_grads)
+
+
+def _release_mole(mole: MoLE, x: torch.Tensor) -> torch.Tensor:
+    """The release's AdapterRouterMLP in plain autograd: every adapter evaluated, weighted by the straight-through
+    gate ``onehot − p.detach() + p`` of an instance router (OFFICIAL.md § MoLE)."""
+    p = torch.softmax(mole.router(mole.instruction), dim=-1)  # (B, K)
+    gate = torch.nn.functional.one_hot(p.argmax(-1), mole.num_experts) - p.detach() + p
+    out = 0
+    for k in range(mole.num_experts):
+        y_k = mole.scale[k] * (torch.relu(x @ mole.w_down[k] + mole.b_down[k]) @ mole.w_up[k] + mole.b_up[k])
+        out = out + y_k * gate[:, k, None, None]
+    return out
+
+
+def _randomised_instance_mole(router_grad: str) -> tuple[MoLE, torch.Tensor]:
+    torch.manual_seed(1)
+    mole = MoLE(D, num_experts=4, rank=8, router="instance", router_grad=router_grad)
+    with torch.no_grad():
+        for p in (mole.w_up, mole.b_up, mole.b_down):
+            p.normal_(std=0.2)
+        mole.scale.uniform_(0.7, 1.3)
+    mole.instruction = torch.randn(B, 384)
+    return mole, torch.randn(B, T, D, requires_grad=True)
+
+
+def test_dense_router_gradient_equals_the_releases_straight_through_gate():
+    mole, x = _randomised_instance_mole("dense")
+    target = torch.randn(B, T, D)
+    ours = mole(x)
+    ((ours - target) ** 2).sum().backward()
+    got = {n: p.grad.clone() for n, p in mole.named_parameters()} | {"x": x.grad.clone()}
+    mole.zero_grad()
+    x.grad = None
+    theirs = _release_mole(mole, x)
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+    ((theirs - target) ** 2).sum().backward()
+    want = {n: p.grad for n, p in mole.named_parameters()} | {"x": x.grad}
+    for name in want:
+        scale = want[name].abs().max()  # float32 sums in another order: a budget relative to the tensor
+        torch.testing.assert_close(got[name], want[name], rtol=1e-4, atol=1e-6 * scale, msg=name)
+    assert got["router.2.bias"].abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("router_grad", ["dense", "top1"])
+def test_router_logit_gradient_matches_the_hand_formula(router_grad):
+    """∂L/∂z_j = Σ_k s_k p_k (δ_kj − p_j), s_k = ⟨∂L/∂out, y_k(x)⟩ summed over the sample's tokens: over every
+    expert k (the release, "dense"), or over the chosen expert c only ("top1")."""
+    mole, x = _randomised_instance_mole(router_grad)
+    g = torch.randn(B, T, D)
+    (mole(x) * g).sum().backward()
+    with torch.no_grad():
+        z = mole.router(mole.instruction)  # (B, K) logits
+        p = torch.softmax(z, -1)
+        s = torch.stack([(g * (mole.scale[k] * (torch.relu(x @ mole.w_down[k] + mole.b_down[k]) @ mole.w_up[k]
+                                                + mole.b_up[k]))).sum((1, 2)) for k in range(4)], -1)  # (B, K)
+        if router_grad == "top1":
+            s = s * torch.nn.functional.one_hot(p.argmax(-1), 4)
+        dz = (s * p).sum(-1, keepdim=True) * -p + s * p  # Σ_k s_k p_k (δ_kj − p_j)
+    # the last router layer's bias gradient is ∂L/∂z summed over the batch
+    torch.testing.assert_close(mole.router[2].bias.grad, dz.sum(0), rtol=1e-4, atol=1e-6)
 
 
 def test_instance_router_picks_one_expert_per_sample_token_router_per_token():
