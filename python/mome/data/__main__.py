@@ -1,6 +1,7 @@
 """Command line: ``python -m mome.data {convert,synth,list}``.
 
     python -m mome.data convert NAME --src DIR --out FILE [--split SPLIT] [--quiet]
+    python -m mome.data convert official --src DIR --out FILE [--images ROOT [--on-missing skip]] [--verbatim]
     python -m mome.data synth --out DIR [--n N] [--n-test M] [--seed S] [--quiet]
     python -m mome.data list                      # the converters, their groups and default splits
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 
 
 def _progress(args) -> bool:
@@ -29,6 +31,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="output records file (.jsonl or .json)")
     p.add_argument("--split", default=None, help="split to convert (default: the paper's evaluation split)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--images", default=None, metavar="ROOT",
+                   help="official only: the image root their image_path is relative to (after 'Datasets/'); "
+                        "every image is checked to be there")
+    p.add_argument("--on-missing", choices=("error", "skip"), default=None,
+                   help="official only, with --images: a missing image is an error (default) or its record is "
+                        "skipped (counted)")
+    p.add_argument("--verbatim", action="store_true",
+                   help="official only: keep their question/answer text exactly (default: boxes rewritten in our "
+                        "format)")
 
     p = sub.add_parser("synth", help="generate the built-in synthetic benchmark")
     p.add_argument("--out", required=True, help="output folder (train.jsonl, test.jsonl, images/)")
@@ -42,8 +53,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "convert":
         conv = converters.REGISTRY[args.name]
+        if args.on_missing is not None and args.images is None:
+            parser.error("--on-missing needs --images")
+        options = {k: v for k, v in (("images", args.images), ("on_missing", args.on_missing),
+                                     ("verbatim", args.verbatim or None)) if v is not None}
+        for key in sorted(set(options) - set(conv.options)):
+            takers = [c.name for c in converters.REGISTRY.values() if key in c.options]
+            parser.error(f"--{key.replace('_', '-')} applies to {', '.join(takers)} only, not {args.name}")
         t0 = time.time()
-        n = conv.run(args.src, args.out, split=args.split, progress=_progress(args))
+        n = conv.run(args.src, args.out, split=args.split, progress=_progress(args), **options)
         if not args.quiet:
             print(f"{args.name} ({args.split or conv.default_split}): wrote {n} records to {args.out} "
                   f"in {time.time() - t0:.1f} s", file=sys.stderr)
@@ -65,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    # Warnings (skipped records, absent files) are messages for the user here, not code locations.
+    warnings.showwarning = lambda message, *_, **__: print(f"warning: {message}", file=sys.stderr)
     try:
         sys.exit(main())
     except (ValueError, FileNotFoundError, KeyError) as e:

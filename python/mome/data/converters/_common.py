@@ -23,6 +23,8 @@ def read_json(path: Path):
             return json.load(f)
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not valid JSON: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (not a JSON file?): {e}") from None
 
 
 def read_jsonl(path: Path) -> list:
