@@ -36,6 +36,22 @@ def deform_inputs(
     return value, spatial_shapes, level_start_index, loc, attn
 
 
+def smooth_locations(spatial_shapes, B, Q, H, P, dtype=torch.float64, device="cpu", margin=0.05):
+    """Sampling locations (B, Q, H, Lv, P, 2) where bilinear sampling is differentiable, for gradcheck.
+
+    The pixel coordinate u = loc·w − 0.5 (x; y with h) is kinked where a corner crosses a pixel line (u an integer) and
+    at the edges of the support (u = −1 and u = w), where a point starts reading zeros: central differences there give
+    half the slope. Each u is drawn in (−1, w) at least `margin` pixels from every integer, so border points that read
+    one or two zero corners are covered but no kink is within a finite-difference step.
+    """
+    Lv = spatial_shapes.shape[0]
+    sizes = spatial_shapes.flip(1).to(torch.float64).cpu()  # (Lv, 2) rows (w, h), matching (x, y)
+    cells = torch.floor(torch.rand(B, Q, H, Lv, P, 2, dtype=torch.float64) * (sizes[:, None] + 1)) - 1  # in [-1, w - 1]
+    frac = margin + torch.rand(B, Q, H, Lv, P, 2, dtype=torch.float64) * (1 - 2 * margin)
+    loc = (cells + frac + 0.5) / sizes[:, None]
+    return loc.to(device=device, dtype=dtype)
+
+
 def adapter_inputs(T, D, R, K, counts=None, gate=True, dtype=torch.float64, device="cpu", requires_grad=False):
     """Inputs of grouped_adapter; `counts` fixes the rows per expert (shuffled), else ids are uniform."""
     if counts is not None:
