@@ -35,7 +35,7 @@ from mome.model.mole import attach_mole, mole_aux_loss, mole_modules, replicate_
 from mome.model.move import MoVE
 from mome.model.tokenizer import SYSTEM, Tokenizer
 
-__all__ = ["MoME", "MoMEOutput", "CheckpointError", "IMAGE_TOKEN", "build_prompt"]
+__all__ = ["MoME", "MoMEOutput", "CheckpointError", "IMAGE_TOKEN", "build_prompt", "load_official_state"]
 
 IMAGE_TOKEN = "<image>"
 IGNORE = -100
@@ -296,6 +296,29 @@ class MoME(nn.Module):
         _check_state(expected, state, directory)
         model.load_state_dict(state, strict=False)
         return model.to(device)
+
+
+def load_official_state(model: "MoME", state: dict[str, torch.Tensor], source: str = "checkpoint") -> list[str]:
+    """Load the authors' trainable tensors (``MoME_ckpt.pth``'s state dict, stage 2 or stage 1) into ``model`` in
+    place. Every tensor the checkpoint holds is mapped (`mome.model.official`) or reported; every trainable tensor
+    of the model must come from it, except the MoLE routers after a stage-1 → stage-2 replication (the release's rule:
+    they stay freshly initialised). Returns the report lines. Raises `CheckpointError` naming what does not fit."""
+    from mome.model.official import OfficialCheckpointError, official_to_mome
+
+    ours = model.state_dict()
+    try:
+        mapped, notes = official_to_mome(state, ours, source=source)
+    except OfficialCheckpointError as e:
+        raise CheckpointError(str(e)) from None
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    replicated = any(n.startswith("stage-1 checkpoint") for n in notes)
+    missing = sorted(n for n in trainable - set(mapped) if not (replicated and ".mole.router." in n))
+    if missing:
+        raise CheckpointError(f"{source} lacks {len(missing)} trainable tensors of this model: "
+                              + ", ".join(missing[:6]) + (" …" if len(missing) > 6 else ""))
+    dtypes = {n: t.to(ours[n].dtype) for n, t in mapped.items()}
+    model.load_state_dict(dtypes, strict=False)
+    return notes
 
 
 def _untie(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

