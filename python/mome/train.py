@@ -62,6 +62,9 @@ class DataConfig:
     synth_test: int = 400
     synth_seed: int = 0
     on_missing: str = "error"  # a missing / unreadable image: "error" or "skip" (counted)
+    # one_group: every optimizer step's batch from one group, the groups in turn (the release, OFFICIAL.md);
+    # mixed: each sample's group drawn at random, groups equally likely (our reading of PAPER.md App. B).
+    batching: str = "one_group"
     num_workers: int = 0
     eval_limit: int | None = None  # evaluate on at most this many test records per dataset (None: all)
 
@@ -74,6 +77,8 @@ class StageConfig:
     min_lr: float = 0.0
     weight_decay: float = 0.05  # AdamW; biases, norms and adapter scales are not decayed
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    global_batch_size: int | None = None  # this stage's (the release: 64, then 16); None: train.global_batch_size
+    micro_batch_size: int | None = None  # None: train.micro_batch_size
 
 
 @dataclass
@@ -87,7 +92,7 @@ class TrainConfig:
     stage2: StageConfig = field(default_factory=StageConfig)
     # Start stage 2 from this stage-1 model (a `final/` folder or a checkpoint folder) instead of this run's stage 1.
     init_from: str | None = None
-    global_batch_size: int = 64  # samples per optimizer step, over all processes
+    global_batch_size: int = 64  # samples per optimizer step, over all processes (unless the stage sets its own)
     micro_batch_size: int = 8  # samples per forward per process; accumulation = global / (micro · world)
     precision: str = "fp32"  # fp32 | bf16 (autocast)
     grad_checkpointing: bool = False  # the LLM's decoder layers
@@ -101,6 +106,11 @@ class TrainConfig:
     max_new_tokens: int = 32
     tensorboard: bool = True
     threads: int = 0  # torch.set_num_threads (0: torch's default)
+
+    def batch_sizes(self, stage: int) -> tuple[int, int]:
+        """(global, micro) batch size of `stage`: the stage's own where set, else the run-wide ones."""
+        s = self.stage1 if stage == 1 else self.stage2
+        return (s.global_batch_size or self.global_batch_size, s.micro_batch_size or self.micro_batch_size)
 
 
 @dataclass
@@ -181,6 +191,9 @@ def _validate(run: RunConfig) -> None:
         s = getattr(t, name)
         if s.steps < 1 or s.warmup_steps < 0 or s.lr <= 0 or s.min_lr < 0 or len(s.betas) != 2:
             raise ConfigError(f"train.{name}: need steps >= 1, warmup_steps >= 0, lr > 0, min_lr >= 0 and two betas")
+        for key in ("global_batch_size", "micro_batch_size"):
+            if getattr(s, key) is not None and getattr(s, key) < 1:
+                raise ConfigError(f"train.{name}.{key} must be >= 1 (or null), got {getattr(s, key)}")
     if t.precision not in ("fp32", "bf16"):
         raise ConfigError(f"train.precision must be fp32 or bf16, got {t.precision!r}")
     if t.strategy not in ("auto", "ddp", "fsdp"):
@@ -189,6 +202,8 @@ def _validate(run: RunConfig) -> None:
         raise ConfigError(f"train.device must be auto, cpu or cuda, got {t.device!r}")
     if run.data.on_missing not in ("error", "skip"):
         raise ConfigError(f"data.on_missing must be error or skip, got {run.data.on_missing!r}")
+    if run.data.batching not in ("one_group", "mixed"):
+        raise ConfigError(f"data.batching must be one_group or mixed, got {run.data.batching!r}")
     if t.keep_last < 1:
         raise ConfigError(f"train.keep_last must be >= 1, got {t.keep_last}")
 
@@ -231,24 +246,24 @@ def prepare_data(run: RunConfig, env: distributed.Dist, log) -> tuple[list[dict]
 
 
 class Batches:
-    """Micro-batches for one rank from the group-balanced sampler (PAPER.md: groups equally likely), resumable:
-    the sampler's state is a count of consumed indices, set from the optimizer step on resume."""
+    """Micro-batches for one rank from the group-balanced sampler (`data.batching`: one group per global batch, or
+    mixed), resumable: the sampler's state is a count of consumed indices, set from the optimizer step on resume."""
 
     def __init__(self, records, image_root, model_cfg, run: RunConfig, env: distributed.Dist, seed: int,
-                 consumed: int = 0):
+                 global_batch_size: int, micro_batch_size: int, consumed: int = 0):
         from mome.data import GroupBalancedSampler, MultimodalDataset, collate
         from mome.model.mome import MoME
 
-        t = run.train
         self.dataset = MultimodalDataset(records, image_root, on_missing=run.data.on_missing)
-        self.sampler = GroupBalancedSampler(self.dataset.records, batch_size=t.micro_batch_size, seed=seed,
-                                            rank=env.rank, world_size=env.world_size)
+        self.sampler = GroupBalancedSampler(self.dataset.records, batch_size=micro_batch_size, seed=seed,
+                                            rank=env.rank, world_size=env.world_size, batching=run.data.batching,
+                                            global_batch_size=global_batch_size)
         state = self.sampler.state_dict()
         state["yielded"] = consumed
         self.sampler.load_state_dict(state)
         processors = MoME.preprocessors(model_cfg)
         self.loader = torch.utils.data.DataLoader(
-            self.dataset, batch_size=t.micro_batch_size, sampler=self.sampler, num_workers=run.data.num_workers,
+            self.dataset, batch_size=micro_batch_size, sampler=self.sampler, num_workers=run.data.num_workers,
             collate_fn=lambda items: collate(items, processors), persistent_workers=run.data.num_workers > 0,
         )
         self._it = iter(self.loader)
@@ -434,11 +449,12 @@ def train_stage(stage: int, model, run: RunConfig, env: distributed.Dist, stage_
                 metrics: Metrics, log, resume: str, stop_after: int | None = None) -> None:
     t = run.train
     scfg = t.stage1 if stage == 1 else t.stage2
-    per_step = t.micro_batch_size * env.world_size
-    if t.global_batch_size % per_step:
-        raise ConfigError(f"train.global_batch_size ({t.global_batch_size}) must be a multiple of micro_batch_size "
-                          f"× world size ({t.micro_batch_size} × {env.world_size})")
-    accumulation = t.global_batch_size // per_step
+    global_batch, micro_batch = t.batch_sizes(stage)
+    per_step = micro_batch * env.world_size
+    if global_batch % per_step:
+        raise ConfigError(f"stage {stage}: the global batch size ({global_batch}) must be a multiple of the micro "
+                          f"batch size × world size ({micro_batch} × {env.world_size})")
+    accumulation = global_batch // per_step
     core = model.to(env.device)
     if t.grad_checkpointing:
         core.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -458,7 +474,8 @@ def train_stage(stage: int, model, run: RunConfig, env: distributed.Dist, stage_
             log(f"stage {stage}: resumed from {source.path} at step {step}")
     model = wrap_model(core, env, t.strategy)
     seed = t.seed * 100 + stage
-    batches = Batches(*train_data, core.config, run, env, seed, consumed=step * accumulation * t.micro_batch_size)
+    batches = Batches(*train_data, core.config, run, env, seed, global_batch, micro_batch,
+                      consumed=step * accumulation * micro_batch)
     autocast = (torch.autocast(env.device.type, dtype=torch.bfloat16) if t.precision == "bf16"
                 else contextlib.nullcontext())
 
@@ -509,7 +526,7 @@ def train_stage(stage: int, model, run: RunConfig, env: distributed.Dist, stage_
         optimizer.step()
         scheduler.step()
         step += 1
-        samples_done += t.global_batch_size
+        samples_done += global_batch
         elapsed = time.perf_counter() - t0
         values = {"loss": step_loss, "lr": lr, "grad_norm": float(grad_norm),
                   "samples_per_s": samples_done / elapsed, "tokens_per_s": total_tokens / max(elapsed, 1e-9)}

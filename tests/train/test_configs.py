@@ -42,3 +42,59 @@ def test_default_run_trains_the_tiny_llm():
     run, model = resolve_config(None, [])
     assert DEFAULT_RUN["preset"] == "tiny" and model.language.train  # random tiny LLM must learn language
     assert run.data.train == "synth"
+
+
+@pytest.mark.parametrize("name", ["paper", "paper_stage1", "paper_stage2"])
+def test_paper_configs_batch_as_released(name):
+    # OFFICIAL.md: each step's batch from one of the four files in turn; global batch 64 in stage 1, 16 in stage 2.
+    run, _ = resolve_config(str(Path(__file__).resolve().parents[2] / "configs" / f"{name}.yaml"), [])
+    assert run.data.batching == "one_group"
+    assert [run.train.batch_sizes(s)[0] for s in (1, 2)] == [64, 16]
+    for stage in (1, 2):
+        global_batch, micro = run.train.batch_sizes(stage)
+        assert global_batch % (micro * 8) == 0  # the 8-GPU launch in the config's header divides it
+
+
+def test_default_run_batching_and_switch():
+    run, _ = resolve_config(None, [])
+    assert run.data.batching == "one_group"  # the release's batching is the default; mixed is our switch
+    assert run.train.batch_sizes(1) == run.train.batch_sizes(2) == (16, 16)
+    run, _ = resolve_config(None, ["data.batching=mixed", "train.stage2.global_batch_size=8",
+                                   "train.stage2.micro_batch_size=4"])
+    assert run.data.batching == "mixed" and run.train.batch_sizes(2) == (8, 4) and run.train.batch_sizes(1) == (16, 16)
+    from mome.configtree import ConfigError
+    with pytest.raises(ConfigError, match="data.batching"):
+        resolve_config(None, ["data.batching=random"])
+    with pytest.raises(ConfigError, match="train.stage2.global_batch_size"):
+        resolve_config(None, ["train.stage2.global_batch_size=0"])
+
+
+def test_training_batches_one_group_per_optimizer_step(tmp_path):
+    """train.Batches (what train_stage draws from): with global batch 8 as 2 ranks x micro 2 x accumulation 2, each
+    optimizer step's 8 records are from one group, in turn, and equal a single process's micro-batches of 4."""
+    from mome import distributed
+    from mome.data import load_records, synth
+    from mome.train import Batches
+
+    synth.generate(tmp_path, n_train=40, n_test=4, seed=0)
+    records = load_records(tmp_path / "train.jsonl")
+    run, model_cfg = resolve_config(None, [])
+
+    def draw(world_size, rank, micro, steps):
+        env = distributed.Dist(rank=rank, world_size=world_size)
+        b = Batches(records, tmp_path, model_cfg, run, env, seed=1, global_batch_size=8, micro_batch_size=micro)
+        return [[r["id"] for r in b.next()["records"]] for _ in range(steps * 8 // (micro * world_size))]
+
+    r0, r1 = draw(2, 0, 2, 6), draw(2, 1, 2, 6)
+    single = draw(1, 0, 4, 6)
+    group = {r["id"]: r["group"] for r in records}
+    steps = []
+    for s in range(6):
+        ids = r0[2 * s] + r1[2 * s] + r0[2 * s + 1] + r1[2 * s + 1]
+        assert ids == single[2 * s] + single[2 * s + 1]  # world size 2 = world size 1, micro-batch by micro-batch
+        assert len({group[i] for i in ids}) == 1
+        steps.append(group[ids[0]])
+    assert steps == ["general", "rec", "reg", "document", "general", "rec"]
+    resumed = Batches(records, tmp_path, model_cfg, run, distributed.Dist(rank=1, world_size=2), seed=1,
+                      global_batch_size=8, micro_batch_size=2, consumed=3 * 2 * 2)  # resume at step 3
+    assert [r["id"] for r in resumed.next()["records"]] == r1[6]
