@@ -72,11 +72,7 @@ def require_onnx(runtime_only: bool = False):
 def _square_features(enc: VisionEncoder, pixels: torch.Tensor) -> torch.Tensor:
     """EVA-CLIP / CLIP / DINOv2 features as `VisionEncoder.forward` computes them, without the square-grid check
     (so DINOv2 may take any multiple of its patch size): (B, 3, H, W) → (B, h·w, C)."""
-    if enc.kind == "dinov2":
-        hidden = enc.model(pixel_values=pixels).last_hidden_state
-    else:
-        hidden = enc.model(pixel_values=pixels, output_hidden_states=True).hidden_states[enc.cfg.feature_layer]
-    return hidden[:, 1:]
+    return enc.tokens(pixels)[:, 1:]
 
 
 def _pix2struct_features(enc: VisionEncoder, patches: torch.Tensor, mask: torch.Tensor):

@@ -1,4 +1,4 @@
-"""The frozen vision experts of MoVE behind one interface (PAPER.md § MoVE, "encoders").
+"""The frozen vision experts of MoVE behind one interface (OFFICIAL.md § Architecture, PAPER.md § MoVE).
 
 Every encoder has
     preprocess(images: list[PIL.Image]) -> dict[str, Tensor]   # what the data collate calls, per encoder
@@ -6,21 +6,25 @@ Every encoder has
 
 `EncoderOutput.features` is (B, Hm·Wm, C): each image's h × w patch map laid out row-major on a common Hm × Wm grid,
 zero where an image is smaller (only Pix2Struct's maps differ in size), and `sizes` (B, 2) holds each true (h, w).
+`EncoderOutput.cls` is the CLS token (B, C) of the same hidden state for EVA and CLIP (MoVE prepends EVA's), else None.
 
-    eva_clip    BLIP-2 / InstructBLIP's EVA ViT (`Blip2VisionModel`), hidden state `feature_layer` (-2: without the
-                last layer, as the paper), CLS dropped
-    clip        `CLIPVisionModel`, penultimate hidden state (LLaVA), CLS dropped
-    dinov2      `Dinov2Model` (no registers), last hidden state, CLS dropped
+    eva_clip    LAVIS's EVA ViT-g as transformers' `Blip2VisionModel` (BLIP-2 / InstructBLIP): hidden state
+                `feature_layer` (-1: the last of its `num_layers` blocks, before any final norm: the release)
+    clip        `CLIPVisionModel`, hidden state `feature_layer` (LLaVA: -2)
+    dinov2      Meta's DINOv2 (`mome.model.dinov2`): the final-norm patch tokens (x_norm_patchtokens)
     pix2struct  `Pix2StructVisionModel`: aspect-ratio-preserving resize to at most `max_patches` patches; the map
                 is each image's own rows × cols, recovered from the 1-based row/col ids of its flattened patches
 
-Preprocessing is implemented here (resize, normalise, patchify) rather than through transformers' image processors,
-which need torchvision for part of their work; it follows each model's published recipe.
+Preprocessing is implemented here rather than through torchvision / transformers' image processors, reproducing the
+release's numbers (OFFICIAL.md: square bicubic resize through PIL, ToTensor, mean/std; Pix2Struct's per-image
+standardisation before its resize). Weights: `build_encoder` reads ``cfg.path`` (LAVIS / Meta ``.pth``, safetensors,
+transformers folders; `mome.model.encoder_weights`), `encoder_from_state_dict` the same from tensors in memory.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,77 +33,97 @@ import torch.nn.functional as F
 from torch import nn
 
 from mome.model.config import EncoderConfig
+from mome.model.encoder_weights import (LoadReport, model_from_state_dict, random_model, read_encoder_checkpoint,
+                                        save_encoder_safetensors)
 
-__all__ = ["EncoderOutput", "VisionEncoder", "build_encoder", "Preprocessor", "build_preprocessor"]
+__all__ = ["EncoderOutput", "VisionEncoder", "build_encoder", "encoder_from_state_dict", "save_encoder_safetensors",
+           "Preprocessor", "Pix2StructPreprocessor", "build_preprocessor", "resize_bicubic"]
 
 
 @dataclass
 class EncoderOutput:
-    features: torch.Tensor  # (B, Hm·Wm, C), zero outside each image's true map
+    features: torch.Tensor  # (B, Hm·Wm, C), zero outside each image's true map; patch tokens only
     sizes: torch.Tensor  # (B, 2) int64, each image's true (h, w)
     grid: tuple[int, int]  # (Hm, Wm)
+    cls: torch.Tensor | None = None  # (B, C): the CLS token beside `features` (eva_clip, clip), else None
 
 
 # ---- preprocessing ------------------------------------------------------------------------------------------------
 
 
-def _to_tensor(image) -> torch.Tensor:
-    """PIL image → (3, H, W) float32 in [0, 255]."""
-    arr = np.asarray(image.convert("RGB"), dtype=np.float32)
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1)
+def resize_bicubic(image, width: int, height: int):
+    """PIL bicubic resize to ``width`` × ``height`` in two passes, width first: what one ``image.resize`` call does in
+    Pillow ≤ 10 (the release's, through torchvision's ``Resize`` on a PIL image). Pillow ≥ 11 may run the passes the
+    other way round, which moves pixels by up to 15/255 on an image shrunk in one side and enlarged in the other."""
+    from PIL import Image
+
+    image = image.convert("RGB")
+    if image.width != width:
+        image = image.resize((width, image.height), Image.BICUBIC)
+    if image.height != height:
+        image = image.resize((width, height), Image.BICUBIC)
+    return image
 
 
 class Preprocessor:
-    """Square encoders: resize ("squash" to S×S, or shorter side to S·crop_scale + centre crop), scale to [0, 1],
-    normalise with the encoder's mean/std. Returns ``{"pixel_values": (B, 3, S, S)}``."""
+    """Square encoders: PIL bicubic resize ("squash" to S×S, or the shorter side to S·crop_scale + centre crop),
+    ToTensor (u8 / 255), then ``(x − mean) / std``, all in float32 as torchvision does. Returns
+    ``{"pixel_values": (B, 3, S, S)}``."""
 
     def __init__(self, cfg: EncoderConfig):
         self.cfg = cfg
+        self.mean = torch.tensor(cfg.mean, dtype=torch.float32).view(3, 1, 1)
+        self.std = torch.tensor(cfg.std, dtype=torch.float32).view(3, 1, 1)
 
     def __call__(self, images) -> dict[str, torch.Tensor]:
         return self.preprocess(images)
 
     def preprocess(self, images) -> dict[str, torch.Tensor]:
-        return {"pixel_values": torch.stack([self._one(im) for im in images])}
+        return {"pixel_values": torch.stack([self.normalize(self.resize(im)) for im in images])}
 
-    def _one(self, image) -> torch.Tensor:
+    def resize(self, image) -> np.ndarray:
+        """The resized image as (S, S, 3) uint8."""
         S = self.cfg.image_size
-        x = _to_tensor(image)[None]  # (1, 3, H, W)
-        H, W = x.shape[-2:]
         if self.cfg.resize == "squash":
-            x = F.interpolate(x, size=(S, S), mode="bicubic", align_corners=False, antialias=True)
-        else:
-            short = round(S * self.cfg.crop_scale)
-            h, w = (short, max(short, round(W * short / H))) if H <= W else (max(short, round(H * short / W)), short)
-            x = F.interpolate(x, size=(h, w), mode="bicubic", align_corners=False, antialias=True)
-            top, left = (h - S) // 2, (w - S) // 2
-            x = x[..., top:top + S, left:left + S]
-        x = x.clamp(0, 255) / 255.0
-        mean = torch.tensor(self.cfg.mean).view(1, 3, 1, 1)
-        std = torch.tensor(self.cfg.std).view(1, 3, 1, 1)
-        return ((x - mean) / std)[0]
+            return np.asarray(resize_bicubic(image, S, S))
+        W, H = image.size
+        short = round(S * self.cfg.crop_scale)
+        w, h = (short, max(short, round(H * short / W))) if W <= H else (max(short, round(W * short / H)), short)
+        x = np.asarray(resize_bicubic(image, w, h))
+        top, left = (h - S) // 2, (w - S) // 2
+        return x[top:top + S, left:left + S]
+
+    def normalize(self, u8: np.ndarray) -> torch.Tensor:
+        """(S, S, 3) uint8 → (3, S, S) float32 ``(u8 / 255 − mean) / std``."""
+        x = torch.from_numpy(np.array(u8)).permute(2, 0, 1).float() / 255
+        return (x - self.mean) / self.std
 
 
 class Pix2StructPreprocessor(Preprocessor):
-    """Pix2Struct's variable-resolution input (Lee et al., 2023): per-image standardisation, then the largest
-    rows × cols patch grid with rows·cols ≤ max_patches at the image's aspect ratio,
-    ``scale = √(max_patches · p² / (H·W))``, rows = ⌊scale·H/p⌋, cols = ⌊scale·W/p⌋ (each clipped to [1, max_patches]).
-    Returns ``{"flattened_patches": (B, max_patches, 2 + p·p·3), "attention_mask": (B, max_patches)}``; columns 0/1
-    are the 1-based row/col of each patch, padded patches are all zero. Patch values are ordered (p, p, 3)."""
+    """Pix2Struct's variable-resolution input (Lee et al., 2023) as transformers' `Pix2StructImageProcessor` makes it:
+    the ORIGINAL image (float 0..255) standardised by its own mean and std over all pixels and channels (std floored
+    at 1/√N), then resized (bilinear, antialiased) to the largest rows × cols patch grid with rows·cols ≤ max_patches
+    at its aspect ratio, ``scale = √(max_patches · p² / (H·W))``, rows = ⌊scale·H/p⌋, cols = ⌊scale·W/p⌋ (each in
+    [1, max_patches]). Returns ``{"flattened_patches": (B, max_patches, 2 + p·p·3), "attention_mask": (B,
+    max_patches)}``; columns 0/1 are the 1-based row/col of each patch, patch values ordered (ph, pw, C), padded
+    patches all zero. The mean and std are accumulated in float64 and rounded to float32 (numpy's float32 sums, which
+    the release used, can land one ulp away depending on numpy's version)."""
 
     def preprocess(self, images) -> dict[str, torch.Tensor]:
         patches = torch.stack([self._one(im) for im in images])
-        return {"flattened_patches": patches, "attention_mask": (patches[..., 0] > 0).float()}
+        return {"flattened_patches": patches, "attention_mask": (patches.sum(-1) != 0).float()}
 
     def _one(self, image) -> torch.Tensor:
         p, n_max = self.cfg.patch_size, self.cfg.max_patches
-        x = _to_tensor(image)  # (3, H, W)
-        std = max(x.std(unbiased=False).item(), 1.0 / math.sqrt(x.numel()))
-        x = (x - x.mean()) / std
+        x = torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1).float()  # (3, H, W)
+        x64 = x.double()
+        mean = x64.mean().float()
+        std = max(x64.std(unbiased=False).item(), 1.0 / math.sqrt(x.numel()))
+        x = (x - mean) / torch.tensor(std, dtype=torch.float32)
         H, W = x.shape[-2:]
         scale = math.sqrt(n_max * (p / H) * (p / W))
-        rows = max(min(int(scale * H / p), n_max), 1)
-        cols = max(min(int(scale * W / p), n_max), 1)
+        rows = max(min(math.floor(scale * H / p), n_max), 1)
+        cols = max(min(math.floor(scale * W / p), n_max), 1)
         x = F.interpolate(x[None], size=(rows * p, cols * p), mode="bilinear", align_corners=False, antialias=True)[0]
         x = x.view(3, rows, p, cols, p).permute(1, 3, 2, 4, 0).reshape(rows * cols, p * p * 3)  # (rows·cols, p·p·3)
         r = torch.arange(1, rows + 1, dtype=x.dtype).repeat_interleave(cols)
@@ -117,16 +141,22 @@ def build_preprocessor(cfg: EncoderConfig) -> Preprocessor:
 
 
 class VisionEncoder(nn.Module):
-    """A frozen transformers vision model plus its preprocessing; see the module docstring for the interface."""
+    """A frozen vision model plus its preprocessing; see the module docstring for the interface. ``report`` says
+    which checkpoint format it was read from and which source tensors went unused (None for a random encoder)."""
 
-    def __init__(self, cfg: EncoderConfig, model: nn.Module, hidden_size: int):
+    def __init__(self, cfg: EncoderConfig, model: nn.Module, hidden_size: int, report: LoadReport | None = None):
         super().__init__()
         self.cfg = cfg
         self.kind = cfg.kind
         self.model = model
         self.hidden_size = hidden_size
+        self.report = report
         self.preprocessor = build_preprocessor(cfg)
         self.requires_grad_(False)
+
+    @property
+    def unused_keys(self) -> tuple[str, ...]:
+        return self.report.unused if self.report else ()
 
     def preprocess(self, images) -> dict[str, torch.Tensor]:
         return self.preprocessor(images)
@@ -135,24 +165,27 @@ class VisionEncoder(nn.Module):
         # Frozen: dropout and the like stay off even while the rest of MoME trains.
         return super().train(False)
 
+    def tokens(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Square encoders: the feature hidden state, CLS first: (B, 1 + h·w, C)."""
+        pixels = pixel_values.to(next(self.model.parameters()).dtype)
+        if self.kind == "dinov2":
+            return self.model(pixels)
+        return self.model(pixel_values=pixels, output_hidden_states=True).hidden_states[self.cfg.feature_layer]
+
     @torch.no_grad()
     def forward(self, **inputs: torch.Tensor) -> EncoderOutput:
-        dtype = next(self.model.parameters()).dtype
         if self.kind == "pix2struct":
+            dtype = next(self.model.parameters()).dtype
             return self._pix2struct(inputs["flattened_patches"].to(dtype), inputs["attention_mask"])
-        pixels = inputs["pixel_values"].to(dtype)
-        if self.kind == "dinov2":
-            hidden = self.model(pixel_values=pixels).last_hidden_state
-        else:
-            out = self.model(pixel_values=pixels, output_hidden_states=True)
-            hidden = out.hidden_states[self.cfg.feature_layer]
-        tokens = hidden[:, 1:]  # drop CLS: (B, h·w, C)
+        hidden = self.tokens(inputs["pixel_values"])
+        tokens = hidden[:, 1:]  # (B, h·w, C)
         B, N, _ = tokens.shape
         side = math.isqrt(N)
         if side * side != N:
             raise ValueError(f"{self.kind}: expected a square patch grid, got {N} patch tokens")
         sizes = torch.tensor([[side, side]], device=tokens.device).expand(B, 2)
-        return EncoderOutput(tokens, sizes, (side, side))
+        cls = hidden[:, 0] if self.kind in ("eva_clip", "clip") else None
+        return EncoderOutput(tokens, sizes, (side, side), cls)
 
     def _pix2struct(self, patches: torch.Tensor, mask: torch.Tensor) -> EncoderOutput:
         out = self.model(flattened_patches=patches, attention_mask=mask, output_hidden_states=True)
@@ -174,76 +207,30 @@ class VisionEncoder(nn.Module):
         return EncoderOutput(grid[:, :-1], torch.stack([rows, cols], dim=1), (Hm, Wm))
 
 
-def _dtype(name: str) -> torch.dtype:
+def _dtype(name: str | torch.dtype) -> torch.dtype:
+    if isinstance(name, torch.dtype):
+        return name
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
+def encoder_from_state_dict(cfg: EncoderConfig, state: Mapping[str, torch.Tensor],
+                            dtype: str | torch.dtype = torch.float32, config: dict | None = None,
+                            source: str = "state dict") -> VisionEncoder:
+    """The encoder of ``cfg.kind`` from tensors in memory, in any format of `mome.model.encoder_weights` (LAVIS EVA,
+    Meta DINOv2, transformers Blip2 / CLIP / Dinov2 / Pix2Struct, with or without a prefix), detected from the keys.
+    Sizes come from the shapes, the head count from ``config`` (a transformers vision config) or ``cfg.num_heads``,
+    the block count from ``cfg.num_layers``. Missing or mis-shaped tensors raise `EncoderWeightsError` naming them;
+    unused ones are listed in ``encoder.unused_keys`` (and logged)."""
+    model, hidden, report = model_from_state_dict(cfg, state, config, source)
+    return VisionEncoder(cfg, model.to(_dtype(dtype)).eval(), hidden, report)
+
+
 def build_encoder(cfg: EncoderConfig, dtype: str = "float32") -> VisionEncoder:
-    """The encoder of ``cfg.kind``: from ``cfg.path`` (a local transformers checkpoint) or, without one, randomly
-    initialised at the configured sizes (the caller seeds the RNG)."""
-    import transformers as tf
-
-    kind = cfg.kind
-    sizes = dict(hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads)
-    if kind == "eva_clip":
-        model_cls = tf.Blip2VisionModel
-        # initializer_range: BLIP-2's default (1e-10) would leave a random EVA's features at ~1e-9, i.e. blind.
-        config = tf.Blip2VisionConfig(**sizes, intermediate_size=cfg.intermediate_size, image_size=cfg.image_size,
-                                      patch_size=cfg.patch_size, initializer_range=0.02)
-    elif kind == "clip":
-        model_cls = tf.CLIPVisionModel
-        config = tf.CLIPVisionConfig(**sizes, intermediate_size=cfg.intermediate_size, image_size=cfg.image_size,
-                                     patch_size=cfg.patch_size)
-    elif kind == "dinov2":
-        model_cls = tf.Dinov2Model
-        if cfg.intermediate_size % cfg.hidden_size:
-            raise ValueError("dinov2: intermediate_size must be a multiple of hidden_size (DINOv2 has an int mlp_ratio)")
-        config = tf.Dinov2Config(**sizes, mlp_ratio=cfg.intermediate_size // cfg.hidden_size,
-                                 image_size=cfg.image_size, patch_size=cfg.patch_size)
-    elif kind == "pix2struct":
-        model_cls = tf.Pix2StructVisionModel
-        # initializer_range: transformers' default (1e-10) leaves a random model's embeddings at ~0.
-        config = tf.Pix2StructVisionConfig(**sizes, d_ff=cfg.intermediate_size, d_kv=cfg.hidden_size // cfg.num_heads,
-                                           patch_embed_hidden_size=cfg.patch_size * cfg.patch_size * 3,
-                                           seq_len=max(4096, cfg.max_patches), initializer_range=0.02)
-    else:
-        raise ValueError(f"unknown encoder kind {kind!r}")
+    """The encoder of ``cfg.kind``: from ``cfg.path`` (a ``.pth`` / ``.safetensors`` file or a transformers folder,
+    see `encoder_from_state_dict`) or, without one, randomly initialised at the configured sizes (the caller seeds
+    the RNG)."""
     if cfg.path:
-        model = _from_checkpoint(model_cls, kind, cfg.path, _dtype(dtype))
-    else:
-        model = model_cls(config).to(_dtype(dtype))
-    hidden = model.config.hidden_size
-    model.eval()
-    return VisionEncoder(cfg, model, hidden)
-
-
-def _from_checkpoint(model_cls, kind: str, path: str, dtype: torch.dtype) -> nn.Module:
-    """Load only the vision tower: from a whole BLIP-2 / InstructBLIP / Pix2Struct checkpoint the vision config is
-    taken from the composite config, and the vision weights from its ``vision_model.`` prefix."""
-    import transformers as tf
-
-    config = tf.AutoConfig.from_pretrained(path, local_files_only=True)
-    if hasattr(config, "vision_config") and kind in ("eva_clip", "pix2struct", "clip"):
-        model = model_cls(config.vision_config)
-        state = _read_safetensors_prefix(path, "vision_model.")
-        if kind == "pix2struct":
-            state = state or _read_safetensors_prefix(path, "encoder.")
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing:
-            raise ValueError(f"{path}: vision weights missing for {kind}: {missing[:5]}{'…' if len(missing) > 5 else ''}")
-        return model.to(dtype)
-    return model_cls.from_pretrained(path, local_files_only=True, dtype=dtype)
-
-
-def _read_safetensors_prefix(path: str, prefix: str) -> dict[str, torch.Tensor]:
-    from pathlib import Path
-
-    from safetensors import safe_open
-
-    state = {}
-    for file in sorted(Path(path).glob("*.safetensors")):
-        with safe_open(str(file), framework="pt") as f:
-            for key in f.keys():
-                if key.startswith(prefix):
-                    state[key[len(prefix):]] = f.get_tensor(key)
-    return state
+        state, config = read_encoder_checkpoint(cfg.path)
+        return encoder_from_state_dict(cfg, state, dtype, config, source=str(cfg.path))
+    model, hidden = random_model(cfg)
+    return VisionEncoder(cfg, model.to(_dtype(dtype)).eval(), hidden)
