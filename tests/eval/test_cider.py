@@ -7,70 +7,9 @@ import shutil
 import pytest
 
 from mome.eval.metrics import cider, cider_scores, ptb_tokenize
+from tests.eval.captions_corpus import CAPTIONS
 
 pycoco_cider = pytest.importorskip("pycocoevalcap.cider.cider", reason="pycocoevalcap is the CIDEr oracle")
-
-# Awkward captions for the tokenizer: contractions, quotes, brackets, currency, numbers, abbreviations, Unicode
-# punctuation, empty and blank lines. Each must tokenise exactly as Stanford PTBTokenizer (COCO's) does.
-CAPTIONS = [
-    "A man riding a horse.",
-    "Don't do it, it's John's car!",
-    '"Hello," she said.',
-    "The U.S. army's 3.5-inch gun costs $1,000.50 (approx).",
-    "black-and-white photo of a cat",
-    "50% off... wow!? yes",
-    "I can't won't shouldn't I'm you're they've we'd",
-    "A [red] {blue} <green> car",
-    "Mr. Smith & Mrs. Jones @ 5:30 p.m.",
-    "e-mail www.google.com a/b 1/2 #hashtag",
-    "  multiple   spaces\ttab",
-    "ALL CAPS SENTENCE",
-    "two dogs; one cat: none -- really - ok",
-    "'quoted' `back` ``double''",
-    "cats' toys",
-    "gonna wanna cannot",
-    "Ünïcödé café naïve",
-    "1,000 people 3.14 .5 -3",
-    "it's 'n' rock 'n' roll",
-    "a.b.c. etc.",
-    "a dog. the cat sat.",
-    "a dog.the cat",
-    "Dr. Who and St. Louis vs. them",
-    "hello!!! what??? ok?!",
-    "wait.... more",
-    "I'll go, he'll go",
-    "y'all ma'am o'clock rock'n'roll",
-    "the dogs' bone and James' car",
-    "'tis the season",
-    "we gotta go, lemme see",
-    "it costs 5$ or €5 or £10 or ¥3",
-    "a-b -a b- -- --- ---- a--b",
-    "3-4 people aged 20-30",
-    "x's y's and ABC's",
-    "the year '99 was good",
-    "9:00 10:30am 5pm",
-    "a+b=c ~tilde^ caret* star_underscore|pipe\\back",
-    "http://example.com/path?q=1",
-    "email me at a@b.com",
-    "the dog's.",
-    "AT&T a&b #1 a/b/c 50%off $$ a:b a;b a,b 1,2,3 hi! ok... hmm..",
-    "(a) x) (b US$5 5€ $5.99 -5 +5 5.",
-    "it's 2.5x faster, 10x.",
-    "He said 'no'. She's \"fine\".",
-    "I'd've done it",
-    "'em tryin' nothin'",
-    "wasn't weren't hasn't haven't ain't",
-    "NO. YES.",
-    "A. Smith 1.5.",
-    "it’s a “smart” dog — really… yes – no",
-    "A kitchen with a stove, sink, refrigerator and microwave.",
-    "there are 2,500 people in the 19th-century building at 3:15 p.m. on Jan. 5th",
-    "The man on the left is wearing a blue-and-white striped shirt (the one with a hat).",
-    "a 10-year-old boy's bike",
-    "",
-    "   ",
-    "a",
-]
 
 
 @pytest.fixture(scope="module")
@@ -186,3 +125,28 @@ def test_cider_rejects_bad_input():
         cider(["a"], [[]])
     with pytest.raises(ValueError, match="non-empty list"):
         cider(["a"], ["a"])   # a bare string is not a list of captions
+
+
+_PIECES = ["a", "dog", "Dog's", "can't", "5'11\"", "'90s", "½", "😀", "c#", "a!b", "C++", "U.S.", "e.g.", "$5",
+           "1,000.5", "(x)", "[y]", "{z}", "--", "...", "“q”", "‘s’", "http://a.b/c?d=1", "x@y.com", "-", "&", "#1",
+           "naïve", "Ünï", "\t", "  ", "'", '"', "`", "%", "3:15", "p.m.", "w/", "x²", "20°C"]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_java_tokenizer_and_cider_match_pycocoevalcap_random(seed, java_tokenized):
+    """Random captions from awkward pieces: our Java runner = pycocoevalcap's PTBTokenizer token for token, and
+    CIDEr-D with the default tokenizer = PTBTokenizer + Cider as COCOEvalCap runs them."""
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    from mome.eval.metrics import java_ptb_tokenize
+
+    rng = random.Random(seed)
+    caps = [" ".join(rng.choice(_PIECES) for _ in range(rng.randint(0, 8))) for _ in range(40)]
+    theirs = PTBTokenizer().tokenize({i: [{"caption": c}] for i, c in enumerate(caps)})
+    assert java_ptb_tokenize(caps) == [theirs[i][0] for i in range(len(caps))]
+    preds, refs = caps[:10], [caps[10 + 3 * i:13 + 3 * i] for i in range(10)]
+    gts = PTBTokenizer().tokenize({i: [{"caption": r} for r in rs] for i, rs in enumerate(refs)})
+    res = PTBTokenizer().tokenize({i: [{"caption": p}] for i, p in enumerate(preds)})
+    corpus, per = pycoco_cider.Cider().compute_score(gts, res)
+    assert all(_close(a, b) for a, b in zip(cider_scores(preds, refs), per))
+    assert _close(cider(preds, refs), corpus)

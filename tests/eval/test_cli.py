@@ -47,19 +47,22 @@ def test_cli_writes_the_papers_tables(bench, tmp_path):
     per = {}
     for p in result["predictions"]:
         per.setdefault(dataset_key(records[p["id"]]), []).append((p["prediction"], records[p["id"]]))
-    groups, names = {}, {}
+    groups, names, evaluators = {}, {}, {}
     for key, pairs in per.items():
         recs = [r for _, r in pairs]
         assert result["scores"][key] == pytest.approx(metrics.score(recs[0]["metric"], [p for p, _ in pairs], recs))
         groups[key], names[key] = recs[0]["group"], recs[0]["metric"]
-    # table, summary and markdown = tables.aggregate of those scores
-    table = tables.aggregate(result["scores"], groups, names)
+        evaluators[key] = metrics.describe(recs[0]["metric"], recs[0]["dataset"])
+    # table, summary and markdown = tables.aggregate of those scores, each named with the evaluator behind it
+    table = tables.aggregate(result["scores"], groups, names, evaluators)
     assert result["table"] == table
     assert result["summary"] == {**table["groups"], "avg": table["avg"]}
     assert tables.markdown_table(table) in md
     assert "routing (per dataset)" in md
     meta = result["meta"]
     assert meta["records"] == meta["predicted"] == 12 and meta["world_size"] == 1 and meta["model"] == "preset:tiny"
+    assert meta["metric_protocol"] == "official"
+    assert "| evaluator |" in md and "pycocoevalcap CIDEr-D" in md        # which evaluator each score comes from
 
 
 def test_cli_synth_on_first_use_limit_and_seed(tmp_path):

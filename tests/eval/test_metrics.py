@@ -1,14 +1,18 @@
-"""Golden, hand-checked cases for every metric but CIDEr (tests/eval/test_cider.py). Each value's comment says how it
-was worked out from the metric's definition."""
+"""Hand-checked cases for every metric but CIDEr (tests/eval/test_cider.py), one per rule of each evaluator, and the
+edge cases issue 15 lists. Each value's comment says how it follows from the evaluator's rule; the values the
+evaluators themselves produced are in tests/eval/test_golden.py."""
 
 import math
 
 import pytest
 
-from mome.eval.metrics import (anls, deepform_f1, exact_match, iou, levenshtein, normalize_vqa_answer, parse_box_text,
-                               parse_number, rec_accuracy, relaxed_accuracy, sample_scores, score, vqa_accuracy)
+from mome.eval.metrics import (anls, deepform_f1, describe, due_f1, evaluator_for, exact_match, iou, levenshtein,
+                               normalize_evalai_answer, normalize_vqa_answer, parse_box_text, rec_accuracy,
+                               relaxed_accuracy, sample_scores, score, textvqa_accuracy, vqa_accuracy, wtq_accuracy,
+                               wtq_normalize)
 
-# -- VQA accuracy ------------------------------------------------------------------------------------------------------
+
+# -- VQA accuracy (vqaEval.py 2021, vqaEval 2016 / LAVIS, EvalAI / M4C) ---------------------------------------------
 
 
 @pytest.mark.parametrize("raw,norm", [
@@ -27,32 +31,46 @@ def test_normalize_vqa_answer(raw, norm):
     assert normalize_vqa_answer(raw) == norm
 
 
+def test_normalize_evalai_answer():
+    assert normalize_evalai_answer("The man's hat?") == "man 's hat"   # "'s" split off, "?" deleted
+    assert normalize_evalai_answer("1,000") == "1000"                  # commas deleted first
+    assert normalize_evalai_answer("red,white") == "redwhite"          # ... even between words (vqaEval: "red white")
+    assert normalize_vqa_answer("red,white") == "red white"
+
+
 @pytest.mark.parametrize("pred,answers,expected", [
-    # all 10 answers match: every leave-one-out subset has 9 matches → min(1, 9/3) = 1
-    ("2", ["two"] * 10, 1.0),
-    # 3 matches: the 3 subsets without a match-answer have 2 → 2/3; the 7 others have 3 → 1; (3·2/3 + 7)/10 = 0.9
-    ("Two.", ["2"] * 3 + ["3"] * 7, 0.9),
-    # 2 matches: (2 · 1/3 + 8 · 2/3) / 10 = 0.6
-    ("yes", ["yes"] * 2 + ["no"] * 8, 0.6),
-    # 1 match: (1 · 0 + 9 · 1/3) / 10 = 0.3
-    ("yes", ["yes"] + ["no"] * 9, 0.3),
-    ("a dog", ["dog"] * 10, 1.0),                    # article
-    ("hot-dog", ["hot dog"] * 10, 1.0),              # punctuation
-    ("1,000", ["1000"] * 10, 1.0),                   # thousands comma
-    ("don't", ["dont"] * 10, 1.0),                   # contraction
-    ("", ["yes"] * 10, 0.0),                         # empty prediction
-    ("2", ["3"] * 10, 0.0),
-    # N = 1: exact match of normalised strings
-    ("Two", ["2"], 1.0),
-    # N = 2: threshold min(3, 1) = 1; leave out "cat" → 0 matches, leave out "dog" → 1 → (0 + 1)/2 = 0.5
-    ("cat", ["cat", "dog"], 0.5),
-    # N = 3, all equal: threshold 2, each subset has 2 matches → 1
-    ("cat", ["cat"] * 3, 1.0),
-    # N = 5 (threshold 3): 4 matches → subsets 3 (×4) and 4 (×1) → all 1
-    ("cat", ["cat"] * 4 + ["dog"], 1.0),
+    # 10 answers, not all equal (so both sides are normalised):
+    ("Two.", ["2"] * 3 + ["3"] * 7, 0.9),            # 3 matches: (3 · 2/3 + 7 · 1) / 10
+    ("yes", ["yes"] * 2 + ["no"] * 8, 0.6),          # 2 matches: (2 · 1/3 + 8 · 2/3) / 10
+    ("yes", ["yes"] + ["no"] * 9, 0.3),              # 1 match: (1 · 0 + 9 · 1/3) / 10
+    ("a dog", ["dog"] * 9 + ["cat"], 1.0),           # article
+    ("hot-dog", ["hot dog"] * 9 + ["x"], 1.0),       # punctuation
+    ("1,000", ["1000"] * 9 + ["x"], 1.0),            # thousands comma
+    ("", ["yes"] * 5 + ["no"] * 5, 0.0),             # empty prediction
+    # unanimous answers: the official script normalises neither side (issue 15's VQA differences)
+    ("Two.", ["2"] * 10, 0.0),
+    ("Yes", ["yes"] * 10, 0.0),
+    (" yes\n", ["yes"] * 10, 1.0),                   # ... but still strips and turns line breaks into spaces
+    ("2", ["2"] * 10, 1.0),
+    # other N: the same formula, so one answer can never be matched by the others
+    ("cat", ["cat"], 0.0),
+    ("cat", ["cat", "dog"], (0 + 1 / 3) / 2),       # leave out "cat": 0 matches; leave out "dog": 1 → 1/3
 ])
 def test_vqa_accuracy(pred, answers, expected):
     assert vqa_accuracy(pred, answers) == pytest.approx(expected)
+
+
+def test_vqa_versions():
+    # the 2016 script (LAVIS / InstructBLIP) always normalises the prediction: "Two." matches ten "2"
+    assert vqa_accuracy("Two.", ["2"] * 10, "vqaeval-2016") == 1.0
+    # ... but only the punctuation of the answers: "two" among them stays a word, the prediction becomes "2"
+    assert vqa_accuracy("two", ["two"] * 9 + ["x"], "vqaeval-2016") == 0.0
+    assert vqa_accuracy("two", ["two"] * 9 + ["x"], "vqaeval") == 1.0
+    # EvalAI (TextVQA): always normalised, "'s" split
+    assert textvqa_accuracy("Yes", ["yes"] * 10) == 1.0
+    assert textvqa_accuracy("the man's", ["man 's"] * 10) == 1.0
+    with pytest.raises(ValueError, match="version"):
+        vqa_accuracy("a", ["a"] * 10, "v3")
 
 
 def test_vqa_accuracy_needs_answers():
@@ -60,33 +78,29 @@ def test_vqa_accuracy_needs_answers():
         vqa_accuracy("yes", [])
 
 
-# -- exact match -------------------------------------------------------------------------------------------------------
+# -- label accuracy (A-OKVQA, GQA, VSR, IconQA) -----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("pred,answers,expected", [
-    ("  Yes. ", ["yes"], 1.0),            # case, whitespace, trailing period
-    ("New   York!", ["new york"], 1.0),   # inner whitespace collapsed, trailing "!"
-    ("refuted", ["entailed"], 0.0),
-    ("2", ["two"], 0.0),                  # no number-word mapping in exact match
-    ("", ["yes"], 0.0),                   # empty prediction
-    ("b", ["a", "B"], 1.0),               # any answer
-    ("u.s.", ["u.s"], 1.0),               # only trailing punctuation goes
-    ("3.5", ["35"], 0.0),
+    ("A", ["A"], 1.0),
+    ("a", ["A"], 0.0),            # the official scripts compare the strings as they are
+    ("A.", ["A"], 0.0),
+    ("Yes", ["yes"], 0.0),
+    ("yes", ["no", "yes"], 1.0),  # any answer
+    ("", ["yes"], 0.0),
 ])
 def test_exact_match(pred, answers, expected):
     assert exact_match(pred, answers) == expected
 
 
-# -- ChartQA relaxed accuracy -----------------------------------------------------------------------------------------
+def test_gqa_lavis_option():
+    recs = [{"id": "q", "dataset": "gqa", "answers": ["traffic light"]}]
+    assert score("exact_match", ["The traffic-light."], recs) == 0.0               # official: raw equality
+    assert score("exact_match", ["The traffic-light."], recs, protocol="lavis") == 100.0
+    assert "LAVIS" in describe("exact_match", "gqa", "lavis") and "eval.py" in describe("exact_match", "gqa")
 
 
-@pytest.mark.parametrize("text,expected", [
-    ("$1,234", (1234.0, False)), ("1,234.5", (1234.5, False)), ("12 %", (12.0, True)), ("-5", (-5.0, False)),
-    ("€-3", (-3.0, False)), ("5 $", (5.0, False)), ("7.", (7.0, False)),
-    ("1,23", None), ("", None), (".", None), ("five", None), ("1e999", None), ("12a", None),
-])
-def test_parse_number(text, expected):
-    assert parse_number(text) == expected
+# -- ChartQA relaxed accuracy (Pix2Struct relaxed_correctness) --------------------------------------------------------
 
 
 @pytest.mark.parametrize("pred,answers,expected", [
@@ -94,27 +108,28 @@ def test_parse_number(text, expected):
     ("95.2", ["100"], 1.0),           # 4.8 ≤ 5
     ("94.9", ["100"], 0.0),           # 5.1 > 5
     ("106", ["100"], 0.0),
-    ("12%", ["12"], 1.0),             # "12%" read as 12
-    ("12%", ["0.12"], 1.0),           # ... or as 0.12
-    ("12", ["12%"], 1.0),
-    ("12%", ["0.2"], 0.0),            # neither 12 nor 0.12 is within 5 % of 0.2
-    ("$1,234", ["1234"], 1.0),        # currency and thousands comma
-    ("1,200", ["1234"], 1.0),         # |1200 − 1234| = 34 ≤ 61.7
     ("-5", ["-5.2"], 1.0),            # 0.2 ≤ 0.26
-    ("0", ["0"], 1.0),                # zero target: exact
-    ("0.001", ["0"], 0.0),
     ("Yes", ["yes"], 1.0),            # non-numeric: case-insensitive exact
     ("yes", ["no"], 0.0),
     ("five", ["5"], 0.0),             # no number words
     ("", ["5"], 0.0),                 # empty prediction
-    ("1,23", ["1,23"], 1.0),          # not a number (bad comma) → string match
     ("7", ["3", "7.2"], 1.0),         # best over answers: 0.2 ≤ 0.36
+    # issue 15's cases: what float() does not read is compared as a string
+    ("12%", ["12"], 0.0),             # "12%" is 0.12
+    ("12%", ["0.12"], 1.0),
+    ("$5", ["5"], 0.0),
+    ("1,234", ["1234"], 0.0),
+    ("1,234", ["1,234"], 1.0),        # equal strings
+    ("0", ["0"], 1.0),                # a 0 target is not compared numerically...
+    ("0.0", ["0"], 0.0),              # ... so only the same string matches
+    (" 7 ", ["7"], 1.0),              # float() reads surrounding spaces
+    ("1e3", ["1000"], 1.0),
 ])
 def test_relaxed_accuracy(pred, answers, expected):
     assert relaxed_accuracy(pred, answers) == expected
 
 
-# -- ANLS -------------------------------------------------------------------------------------------------------------
+# -- ANLS (DocVQA RRC) ------------------------------------------------------------------------------------------------
 
 
 def test_levenshtein():
@@ -124,13 +139,16 @@ def test_levenshtein():
 
 
 @pytest.mark.parametrize("pred,answers,expected", [
-    ("abcd", ["abxx"], 0.0),                  # NL = 2/4 = 0.5, not < τ → 0 (the `anls` package gives 0.5)
+    ("abcd", ["abxx"], 0.5),                  # NL = 2/4 = 0.5: the similarity 0.5 is kept (issue 15)
     ("abcd", ["abcx"], 0.75),                 # NL = 1/4 → 1 − 0.25
-    (" ABCD ", ["abcd"], 1.0),                # lower-cased and stripped
+    (" ABCD ", ["abcd"], 1.0),                # the distance of the normalised strings is 0
+    ("New  York", ["new york"], 1.0),         # inner whitespace collapsed for the distance (issue 15)
+    ("a b c", ["abc"], 1 - 2 / 5),            # the denominator is the raw length, 5
     ("kitten", ["sitting"], 1 - 3 / 7),       # NL = 3/7 < 0.5
     ("kitten", ["sitting", "Kitten"], 1.0),   # max over answers
+    ("ab", ["abcde"], 0.0),                   # NL = 3/5: similarity 0.4 < 0.5
     ("", ["abc"], 0.0),                       # empty prediction: NL = 1
-    ("", [""], 1.0),                          # NL of two empty strings is 0
+    ("", [""], 1.0),                          # both empty: NL = 0
 ])
 def test_anls(pred, answers, expected):
     assert anls(pred, answers) == pytest.approx(expected)
@@ -141,12 +159,12 @@ def test_anls_needs_answers():
         anls("x", [])
 
 
-# -- DeepForm F1 -------------------------------------------------------------------------------------------------------
+# -- F1 (DUE deval) ---------------------------------------------------------------------------------------------------
 
 
 def test_deepform_f1_golden():
     preds = ["ACME corp", "", "123", "foo", "$1,000"]
-    refs = [["acme  corp"],      # TP (case, whitespace)                     pred 1, ref 1
+    refs = [["acme corp"],       # TP (case only)                            pred 1, ref 1
             ["x"],               # nothing predicted: a false negative       ref 2
             ["124"],             # wrong value: FP and FN                    pred 2, ref 3
             [],                  # no value in the document: FP              pred 3
@@ -159,6 +177,37 @@ def test_deepform_f1_golden():
     assert deepform_f1([], []) == 0.0
     with pytest.raises(ValueError, match="2 predictions but 1"):
         deepform_f1(["a", "b"], [["a"]])
+
+
+def test_f1_whitespace_and_case_as_deval():
+    # DUE compares values as they are: no whitespace is collapsed or stripped (issue 15's DeepForm differences)
+    assert deepform_f1(["ACME  corp"], [["acme corp"]]) == 0.0
+    assert deepform_f1(["acme corp "], [["ACME CORP"]]) == 0.0
+    assert deepform_f1(["acme corp"], [["ACME CORP"]]) == 1.0      # -i: case folded
+    assert due_f1(["Entailed"], [["entailed"]], ignore_case=False) == 0.0   # TabFact: case kept
+
+
+# -- WikiTableQuestions (denotation evaluator) ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("pred,answer,expected", [
+    ("1000.0", "1000", 1.0),          # numbers compare by value
+    ("1,000", "1000", 0.0),           # "1,000" is not a number to int()/float(): a string
+    ("2010-xx-xx", "2010", 1.0),      # a year-only date is the number 2010
+    ("Café", "cafe", 1.0),            # diacritics removed
+    ("Smith [1]", "smith", 1.0),      # citation removed
+    ("USA (country)", "usa", 1.0),    # trailing parenthesis removed
+    ("b, a", "a, b", 1.0),            # a list is a set
+    ("a", "a, b", 0.0),               # sizes differ
+    ("three", "3", 0.0),
+])
+def test_wtq_accuracy(pred, answer, expected):
+    assert wtq_accuracy(pred, [answer]) == expected
+
+
+def test_wtq_normalize():
+    assert wtq_normalize(" “Hello”  World. ") == '"hello" world'
+    assert wtq_normalize('"Quoted"') == "quoted"
 
 
 # -- REC: boxes and IoU -----------------------------------------------------------------------------------------------
@@ -179,8 +228,13 @@ def test_iou():
     ("[0.1, 0.2, 0.5, 0.6", None, [0.1, 0.2, 0.5, 0.6]),                       # missing closing bracket
     ("[.5 .25 .75 1]", None, [0.5, 0.25, 0.75, 1.0]),
     ("[1, 1, 0, 0]", None, [0.0, 0.0, 1.0, 1.0]),                              # corners reordered
-    ("[-0.1, 0.2, 0.5, 0.6]", None, [0.0, 0.2, 0.5, 0.6]),                     # clamped
+    # issue 15: a normalised box a little outside the image is normalised, and kept as written (not clamped)
+    ("[-0.04, 0.19, 1.01, 0.54]", None, [-0.04, 0.19, 1.01, 0.54]),
+    ("[-0.04, 0.19, 1.01, 0.54]", (640, 480), [-0.04, 0.19, 1.01, 0.54]),      # even with an image size
+    # issue 15: square brackets win over round ones, wherever they are
+    ("(0.5, 0.5, 0.9, 0.9) or [0.1, 0.1, 0.6, 0.6]", None, [0.1, 0.1, 0.6, 0.6]),
     ("[64, 48, 320, 480]", (640, 480), [0.1, 0.1, 0.5, 1.0]),                  # pixels ÷ (width, height)
+    ("[0, 0, 1.6, 1]", (2, 2), [0.0, 0.0, 0.8, 0.5]),                          # past 1.5: pixels
     ("[64, 48, 320, 480]", None, None),                                        # pixels without an image size
     ("[0.1, 0.2, 0.3]", None, None),                                           # three numbers
     ("no box here", None, None),
@@ -201,11 +255,13 @@ def test_parse_box_text(text, size, expected):
     ("It is at (0, 0, 0.49, 1).", None, 0.0),        # IoU 0.49
     ("[0, 0, 320, 480]", (640, 480), 1.0),           # pixels → [0, 0, 0.5, 1] → IoU 0.5
     ("[0, 0, 320, 480]", None, 0.0),                 # unreadable without the size
+    ("[-0.04, 0.19, 1.01, 0.54]", None, 1.0),        # issue 15's box against a gold box spanning the image width
     ("[0.1, 0.2, 0.3]", None, 0.0),                  # malformed
     ("", None, 0.0),
 ])
 def test_rec_accuracy(text, size, expected):
-    assert rec_accuracy(text, [0, 0, 1, 1], image_size=size) == expected
+    gold = [0, 0.19, 1, 0.54] if text.startswith("[-0.04") else [0, 0, 1, 1]
+    assert rec_accuracy(text, gold, image_size=size) == expected
 
 
 # -- dispatcher --------------------------------------------------------------------------------------------------------
@@ -215,16 +271,32 @@ def _recs(field, values, **extra):
     return [{"id": f"r{i}", field: v, **extra} for i, v in enumerate(values)]
 
 
+def test_evaluator_per_dataset():
+    assert evaluator_for("vqa_acc", "okvqa").name == "vqaEval.py (2021)"
+    assert evaluator_for("vqa_acc", "textvqa").name.startswith("M4C")
+    assert evaluator_for("exact_match", "wikitablequestions").name == "DUE deval -m WTQ"
+    assert evaluator_for("exact_match", "tabfact").name == "DUE deval -m F1"
+    assert evaluator_for("exact_match", "synth-vqa").name == "exact match"      # a dataset without its own
+    assert evaluator_for("vqa_acc", "okvqa", "lavis").name.startswith("vqaEval.py (2016")
+    with pytest.raises(ValueError, match="protocol"):
+        evaluator_for("vqa_acc", "okvqa", "paper")
+
+
 def test_score_units_and_dispatch():
     # vqa_acc: (1.0 + 0.3) / 2 × 100 = 65
     assert score("vqa_acc", ["yes", "yes"], _recs("answers", [["yes"] * 10, ["yes"] + ["no"] * 9])) == \
         pytest.approx(65.0)
     # exact_match: 1 of 2 → 50
     assert score("exact_match", ["a", "b"], _recs("answers", [["a"], ["c"]])) == pytest.approx(50.0)
+    # TabFact goes through DUE's F1: one right, one empty (not predicted): P = 1, R = 1/2 → F1 = 2/3
+    assert score("exact_match", ["entailed", ""], _recs("answers", [["entailed"], ["refuted"]], dataset="tabfact")) \
+        == pytest.approx(200 / 3)
+    # WTQ by denotation: "1000.0" equals 1000
+    assert score("exact_match", ["1000.0"], _recs("answers", [["1000"]], dataset="wikitablequestions")) == 100.0
     # relaxed_acc: 1 of 1 → 100
     assert score("relaxed_acc", ["104"], _recs("answers", [["100"]])) == pytest.approx(100.0)
-    # anls: (0.75 + 0) / 2 × 100 = 37.5
-    assert score("anls", ["abcd", "abcd"], _recs("answers", [["abcx"], ["abxx"]])) == pytest.approx(37.5)
+    # anls: (0.75 + 0.5) / 2 × 100 = 62.5
+    assert score("anls", ["abcd", "abcd"], _recs("answers", [["abcx"], ["abxx"]])) == pytest.approx(62.5)
     # f1: corpus F1 2/3 (see test_deepform_f1_golden) × 100, not the mean of per-record hits (50)
     assert score("f1", ["a", ""], _recs("answers", [["a"], ["b"]])) == pytest.approx(200 / 3)
     assert sample_scores("f1", ["a", ""], _recs("answers", [["a"], ["b"]])) == [1.0, 0.0]

@@ -38,12 +38,13 @@ def test_aggregate_errors():
 
 
 def test_markdown_table():
-    md = markdown_table(aggregate(SCORES, GROUPS, {"coco": "cider"}))
+    md = markdown_table(aggregate(SCORES, GROUPS, {"coco": "cider"}, {"coco": "pycocoevalcap CIDEr-D"}))
     lines = md.splitlines()
     assert lines[0] == "| Gen. | REC | REG | Doc. | Avg. |"
     assert lines[2] == "| 90.00 | 80.00 | – | 50.00 | 73.33 |"
-    assert "| coco | cider | 130.00 |" in lines
-    assert "| okvqa |  | 50.00 |" in lines
+    assert "| dataset | metric | score | evaluator |" in lines
+    assert "| coco | cider | 130.00 | pycocoevalcap CIDEr-D |" in lines      # the evaluator that produced the score
+    assert "| okvqa |  | 50.00 |  |" in lines
     assert "**REG**" not in md                                  # no table for an absent group
 
 

@@ -6,8 +6,9 @@
 
 `--data` is ``synth`` (the synthetic benchmark's test split, generated into --synth-dir on first use), a folder
 (``<dir>/test.jsonl``, images under ``<dir>``) or a .json / .jsonl records file (images under its folder unless
---image-root says otherwise). Every dataset is scored with its records' metric; the table has the group means and
-Avg. = the mean of the group means, as the paper's tables. Writes ``<out>/<tag>.json`` (meta, summary, scores,
+--image-root says otherwise). Every dataset is scored with its records' metric by its benchmark's own evaluator (named
+in the table's last column, docs/metrics.md); the table has the group means and Avg. = the mean of the group means,
+as the paper's tables. Writes ``<out>/<tag>.json`` (meta, summary, scores,
 table, routing, predictions) and ``<out>/<tag>.md`` (the tables and the routing summary), and prints the markdown.
 
 Under torchrun every rank generates for records rank::WORLD_SIZE and rank 0 gathers, scores and writes; the results
@@ -49,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run MoVE with PyTorch or with onnxruntime (mome.export.runtime)")
     p.add_argument("--onnx", help="with --vision-backend onnx: the model's vision-tower .onnx "
                                   "(python -m mome.export onnx --part vision-tower); default: exported on the fly")
+    p.add_argument("--metric-protocol", choices=["official", "lavis"], default="official",
+                   help="official (default): every dataset scored by its benchmark's evaluator; lavis: OK-VQA and GQA "
+                        "scored as InstructBLIP/LAVIS score them (what the MoME paper followed); docs/metrics.md")
     p.add_argument("overrides", nargs="*", help="model config overrides key=value")
     return p
 
@@ -78,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
                                       max_new_tokens=args.max_new_tokens, progress=not args.quiet,
                                       do_sample=args.sample, seed=args.seed,
                                       on_missing="skip" if args.skip_missing else "error",
-                                      rank=env.rank, world_size=env.world_size)
+                                      rank=env.rank, world_size=env.world_size,
+                                      protocol=args.metric_protocol)
         if env.is_main:
             result["meta"] = {
                 "model": args.model or f"preset:{args.preset}", "overrides": args.overrides, "data": args.data,
@@ -86,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                 "predicted": len(result["predictions"]), "limit": args.limit, "batch_size": args.batch_size,
                 "max_new_tokens": args.max_new_tokens, "sample": args.sample, "seed": args.seed,
                 "world_size": env.world_size, "seconds": round(time.perf_counter() - t0, 2),
-                "vision_backend": args.vision_backend,
+                "vision_backend": args.vision_backend, "metric_protocol": args.metric_protocol,
             }
             json_path, md_path = harness.write_results(result, args.out, args.tag)
             if not args.quiet:

@@ -27,8 +27,9 @@ __all__ = ["evaluate", "predict", "merge_shards", "score_predictions", "write_re
 
 def evaluate(model, records: list[dict], image_root, batch_size: int = 32, max_new_tokens: int = 32,
              progress: bool = True, do_sample: bool = False, seed: int = 0, on_missing: str = "error",
-             rank: int = 0, world_size: int = 1) -> dict:
-    """Generate an answer for every record and score each dataset with its record's metric.
+             rank: int = 0, world_size: int = 1, protocol: str = "official") -> dict:
+    """Generate an answer for every record and score each dataset with its record's metric, by the evaluator
+    `metrics.evaluator_for(metric, dataset, protocol)` names (the table says which).
 
     Returns {"scores": {dataset: score}, "summary": {"general"?, "rec"?, "reg"?, "document"?, "avg"},
     "table": tables.aggregate(...), "markdown": str, "routing": routing_summary(...), "routing_text": str,
@@ -42,13 +43,13 @@ def evaluate(model, records: list[dict], image_root, batch_size: int = 32, max_n
                     do_sample=do_sample, seed=seed, on_missing=on_missing, offset=rank, stride=world_size)
     num_experts = getattr(getattr(model, "config", None), "num_experts", None)
     if world_size == 1:
-        return score_predictions(local, records, num_experts)
+        return score_predictions(local, records, num_experts, protocol)
     if not _dist_ready():
         return {"predictions": local}
     merged = merge_shards(_all_gather(local, world_size), records)
     if rank != 0:
         return {"predictions": merged}
-    return score_predictions(merged, records, num_experts)
+    return score_predictions(merged, records, num_experts, protocol)
 
 
 def predict(model, records: list[dict], image_root, batch_size: int = 32, max_new_tokens: int = 32, *,
@@ -111,7 +112,8 @@ def _check_ids(records: list[dict]) -> None:
         seen.add(r["id"])
 
 
-def score_predictions(predictions: list[dict], records: list[dict], num_experts: int | None = None) -> dict:
+def score_predictions(predictions: list[dict], records: list[dict], num_experts: int | None = None,
+                      protocol: str = "official") -> dict:
     """Scores, tables and routing summary from predictions (as `predict` returns them) and their records."""
     by_id = {r["id"]: r for r in records}
     per_dataset: dict[str, tuple[list[str], list[dict]]] = defaultdict(lambda: ([], []))
@@ -120,13 +122,14 @@ def score_predictions(predictions: list[dict], records: list[dict], num_experts:
         key = dataset_key(rec)
         per_dataset[key][0].append(p["prediction"])
         per_dataset[key][1].append(rec)
-    scores, groups, metric_names = {}, {}, {}
+    scores, groups, metric_names, evaluators = {}, {}, {}, {}
     for key, (preds, recs) in per_dataset.items():
         metric = recs[0]["metric"]
-        scores[key] = metrics.score(metric, preds, recs)
+        scores[key] = metrics.score(metric, preds, recs, protocol)
         groups[key] = recs[0]["group"]
         metric_names[key] = metric
-    table = tables.aggregate(scores, groups, metric_names)
+        evaluators[key] = metrics.describe(metric, recs[0].get("dataset"), protocol)
+    table = tables.aggregate(scores, groups, metric_names, evaluators)
     summary = {**table["groups"], "avg": table["avg"]}
     routing = routing_summary(predictions, num_experts=num_experts)
     return {"scores": scores, "summary": summary, "table": table, "markdown": tables.markdown_table(table),

@@ -24,13 +24,14 @@ GROUP_TITLES = {"general": "Gen.", "rec": "REC", "reg": "REG", "document": "Doc.
 
 
 def aggregate(scores: Mapping[str, float], groups: Mapping[str, str],
-              metrics: Mapping[str, str] | None = None) -> dict:
+              metrics: Mapping[str, str] | None = None, evaluators: Mapping[str, str] | None = None) -> dict:
     """Per-dataset scores (paper units, e.g. 130.8 CIDEr, 57.2 %) → the table's numbers.
 
     `scores` maps a dataset name (e.g. ``"refcoco-testA"``) to its score, `groups` maps it to one of
-    ``general, rec, reg, document``, `metrics` optionally to its metric name (shown in the table). Returns::
+    ``general, rec, reg, document``, `metrics` optionally to its metric name and `evaluators` to the evaluator that
+    produced the score (`mome.eval.metrics.describe`; both shown in the table). Returns::
 
-        {"datasets": {name: {"group": g, "score": s, "metric": m?}},   # in the order of `scores`
+        {"datasets": {name: {"group": g, "score": s, "metric": m?, "evaluator": e?}},   # in the order of `scores`
          "groups": {g: mean of its datasets},                          # only groups present, in GROUPS order
          "avg": mean of the group scores (None if there are none)}
     """
@@ -48,6 +49,8 @@ def aggregate(scores: Mapping[str, float], groups: Mapping[str, str],
         datasets[name] = {"group": group, "score": value}
         if metrics is not None and name in metrics:
             datasets[name]["metric"] = metrics[name]
+        if evaluators is not None and name in evaluators:
+            datasets[name]["evaluator"] = evaluators[name]
         members[group].append(value)
     group_scores = {g: sum(v) / len(v) for g, v in members.items() if v}
     avg = sum(group_scores.values()) / len(group_scores) if group_scores else None
@@ -60,7 +63,7 @@ def _fmt(x: float | None) -> str:
 
 def markdown_table(result: Mapping) -> str:
     """The summary row as in the paper's Tables 1–2 (Gen. / REC / REG / Doc. / Avg.), then one table per group with
-    its datasets; scores with 2 decimals."""
+    its datasets (metric, score with 2 decimals, and the evaluator that produced it when known)."""
     heads = [GROUP_TITLES[g] for g in GROUPS] + ["Avg."]
     row = [_fmt(result["groups"].get(g)) for g in GROUPS] + [_fmt(result["avg"])]
     lines = ["| " + " | ".join(heads) + " |", "|" + "---:|" * len(heads), "| " + " | ".join(row) + " |"]
@@ -69,9 +72,9 @@ def markdown_table(result: Mapping) -> str:
         if not names:
             continue
         lines += ["", f"**{GROUP_TITLES[g]}** (mean {_fmt(result['groups'][g])})", "",
-                  "| dataset | metric | score |", "|---|---|---:|"]
-        lines += [f"| {n} | {result['datasets'][n].get('metric', '')} | {_fmt(result['datasets'][n]['score'])} |"
-                  for n in names]
+                  "| dataset | metric | score | evaluator |", "|---|---|---:|---|"]
+        lines += [f"| {n} | {d.get('metric', '')} | {_fmt(d['score'])} | {d.get('evaluator', '')} |"
+                  for n, d in ((n, result["datasets"][n]) for n in names)]
     return "\n".join(lines) + "\n"
 
 
