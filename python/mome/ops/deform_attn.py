@@ -40,11 +40,32 @@ def deform_attn(
         and sampling_locations.dtype in (value.dtype, torch.float32)
         and (value.device.type != "cpu" or sampling_locations.dtype == value.dtype)
     )
+    if kernel_ok and value.device.type == "cuda":
+        needs_backward = torch.is_grad_enabled() and any(
+            t.requires_grad for t in (value, sampling_locations, attention_weights))
+        kernel_ok = not cuda_unsupported(value.shape, sampling_locations.shape, needs_backward)
     if kernel_ok:
         return torch.ops.mome.deform_attn(
             value, spatial_shapes, level_start_index, sampling_locations, attention_weights
         )
     return reference.deform_attn(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+
+
+def cuda_unsupported(value_shape, locations_shape, backward: bool = True) -> list[str]:
+    """Why the CUDA kernels cannot take these sizes (empty: they can). Mirrors the checks of
+    cpp/deform_attn/deform_attn_cuda.cu (32-bit sort keys and ids of the backward, 32-bit grids), so such inputs run
+    the reference instead of raising there; `backward=False` checks the forward alone."""
+    B, S, H, _ = value_shape
+    _, Q, _, Lv, P, _ = locations_shape
+    reasons = []
+    if B * Q * H * 32 > (2**31 - 1) * 256:  # launch_of: at most 32 lanes per (b, q, h), 256 per block
+        reasons.append(f"B·Q·H = {B * Q * H} rows is too many for one launch")
+    if backward:
+        if B * S * H >= 2**32 - 1:
+            reasons.append(f"B·S·H = {B * S * H} grad_value rows (the backward's sort keys are 32-bit)")
+        if 4 * B * Q * H * Lv * P >= 2**31:
+            reasons.append(f"4·B·Q·H·Lv·P = {4 * B * Q * H * Lv * P} corner entries (the backward's ids are 32-bit)")
+    return reasons
 
 
 def _check(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):

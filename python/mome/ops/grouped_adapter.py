@@ -10,8 +10,9 @@ by expert once per step skips the gather and scatter in every layer. Both take `
 output costs no extra pass over (T, D).
 
 The CUDA kernels (CUTLASS grouped GEMMs) run float16, bfloat16 (float32 accumulation) and float32 (exact fp32,
-no TF32). float16/bfloat16 need D and R to be multiples of 8 (128-bit accesses); other sizes and float64 on CUDA
-run the PyTorch reference, so no input is rejected for alignment at this level.
+no TF32). float16/bfloat16 need D and R to be multiples of 8 (128-bit accesses), and every dtype fewer than 4096
+experts and 2^31 rows (`cuda_unsupported`); other sizes and float64 on CUDA run the PyTorch reference, so no input
+is rejected for its sizes at this level.
 """
 
 from __future__ import annotations
@@ -25,14 +26,32 @@ __all__ = ["grouped_adapter", "grouped_adapter_sorted"]
 # dtypes of the CUDA kernel, and the multiple of D and R each needs (CUTLASS's 128-bit tensor-core accesses for
 # 16-bit types; the float32 kernel is SIMT with scalar accesses).
 _CUDA_ALIGNMENT = {torch.float16: 8, torch.bfloat16: 8, torch.float32: 1}
+_ROW_PAD = 8  # kRowPad of grouped_adapter_cuda.cu: the augmented GEMMs are R + 8 wide
 
 
-def _runs_kernel(op: str, x: torch.Tensor, D: int, R: int) -> bool:
+def cuda_unsupported(dtype: torch.dtype, T: int, D: int, R: int, K: int) -> list[str]:
+    """Why the CUDA kernel cannot take these sizes (empty: it can). Mirrors `check_cuda_inputs` in
+    cpp/grouped_adapter/grouped_adapter_cuda.cu, so such inputs run the reference instead of raising there."""
+    reasons = []
+    align = _CUDA_ALIGNMENT.get(dtype)
+    if align is None:
+        reasons.append(f"dtype {dtype} (the kernel runs float16, bfloat16 and float32)")
+    elif D % align or R % align:
+        reasons.append(f"D = {D} and R = {R} must be multiples of {align} for {dtype}")
+    if T >= 2**31:
+        reasons.append(f"T = {T} rows (fewer than 2^31)")
+    if K >= 4096:
+        reasons.append(f"K = {K} experts (fewer than 4096)")
+    if D >= 2**31 or R + _ROW_PAD >= 2**31:
+        reasons.append(f"D = {D}, R = {R} (each below 2^31)")
+    return reasons
+
+
+def _runs_kernel(op: str, x: torch.Tensor, w_down: torch.Tensor) -> bool:
     if not _library.uses_kernel(op, x.device, x.dtype):
         return False
     if x.device.type == "cuda":
-        align = _CUDA_ALIGNMENT.get(x.dtype)
-        return align is not None and D % align == 0 and R % align == 0
+        return not cuda_unsupported(x.dtype, x.shape[0], x.shape[1], w_down.shape[2], w_down.shape[0])
     return True
 
 
@@ -63,7 +82,7 @@ def grouped_adapter(
     """
     expert_ids = _check(x, expert_ids, w_down, b_down, w_up, b_up, scale, gate)
     _check_residual(x, residual)
-    if _runs_kernel("grouped_adapter", x, x.shape[1], w_down.shape[2]):
+    if _runs_kernel("grouped_adapter", x, w_down):
         y, _ = torch.ops.mome.grouped_adapter(x, expert_ids, w_down, b_down, w_up, b_up, scale, gate, residual)
         return y
     y = reference.grouped_adapter(x, expert_ids, w_down, b_down, w_up, b_up, scale, gate)
@@ -96,7 +115,7 @@ def grouped_adapter_sorted(
     """
     expert_offsets = _check_offsets(x, expert_offsets, w_down, b_down, w_up, b_up, scale, gate)
     _check_residual(x, residual)
-    if _runs_kernel("grouped_adapter_sorted", x, x.shape[1], w_down.shape[2]):
+    if _runs_kernel("grouped_adapter_sorted", x, w_down):
         y, _ = torch.ops.mome.grouped_adapter_sorted(
             x, expert_offsets, w_down, b_down, w_up, b_up, scale, gate, residual
         )

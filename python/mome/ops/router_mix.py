@@ -29,9 +29,25 @@ def router_mix(features: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     _checks.size("weights", weights, 0, features.shape[1], "the batch size features.shape[1]")
     _checks.size("weights", weights, 1, features.shape[0], "the number of experts features.shape[0]")
     _checks.same_device("weights", weights, "features", features)
-    if weights.dtype == features.dtype and _library.uses_kernel("router_mix", features.device, features.dtype):
+    kernel_ok = weights.dtype == features.dtype and _library.uses_kernel("router_mix", features.device, features.dtype)
+    if kernel_ok and features.device.type == "cuda":
+        needs_backward = torch.is_grad_enabled() and (features.requires_grad or weights.requires_grad)
+        kernel_ok = not cuda_unsupported(features.shape, needs_backward)
+    if kernel_ok:
         return torch.ops.mome.router_mix(features, weights)
     return reference.router_mix(features, weights)
+
+
+def cuda_unsupported(features_shape, backward: bool = True) -> list[str]:
+    """Why the CUDA kernels cannot take these sizes (empty: they can). Mirrors the checks of
+    cpp/router_mix/router_mix_cuda.cu, so such inputs run the reference instead of raising there."""
+    _, B, L, D = features_shape
+    reasons = []
+    if B * L * D > (2**31 - 1) * 256:  # one thread per element at worst (scalar path), 256 per block
+        reasons.append(f"B·L·D = {B * L * D} elements is too many for one launch")
+    if backward and B > 65535:
+        reasons.append(f"batch size B = {B} (the backward's grid has B rows, at most 65535)")
+    return reasons
 
 
 @_library.register_fake("router_mix")
