@@ -185,3 +185,14 @@ def test_bad_input_to_raw_op_names_the_argument(name, args, exc):
     pattern = name.replace(".", r"(\.|\.size\()").replace("shape[1]", "").replace("[", r"\[").replace("]", r"\]")
     with pytest.raises((ValueError, TypeError, RuntimeError), match=pattern):
         torch.ops.mome.deform_attn(*args)
+
+
+def test_inconsistent_layout_raises_on_cpu_also_when_compiled():
+    # The README's contract: a level_start_index inconsistent with spatial_shapes and S raises ValueError on the CPU,
+    # in eager mode (the Python check) and under torch.compile (the C++ kernel reads the index tensors itself). On CUDA
+    # the values are not read on the host; the kernels guard every read instead (tests/cuda).
+    v, s, i, l, a = deform_inputs([(3, 4), (2, 2)], B=2, Q=3, H=2, D=4, P=2)
+    compiled = torch.compile(ops.deform_attn, backend="aot_eager", fullgraph=True)
+    for fn in (ops.deform_attn, compiled):
+        with pytest.raises(ValueError, match="level_start_index"):
+            fn(v, s, i + 1, l, a)

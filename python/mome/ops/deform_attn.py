@@ -31,6 +31,10 @@ def deform_attn(
 
     Returns:
         (B, Q, H·D). Differentiable in value, sampling_locations and attention_weights.
+
+    Raises ValueError for a spatial_shapes / level_start_index inconsistent with each other and S on the CPU only; on
+    CUDA the index tensors are not read on the host (no synchronisation) and the kernels guard every read instead: an
+    inconsistent layout gives zeros where it points outside value, not an error.
     """
     spatial_shapes, level_start_index = _check(
         value, spatial_shapes, level_start_index, sampling_locations, attention_weights
