@@ -258,7 +258,7 @@ def detect_format(keys, kind: str | None = None) -> tuple[str, str]:
                 if (prefix == "" or prefix.endswith(".")) and all(prefix + s in key_set for s in signature[1:]):
                     found.append((fmt, prefix))
     if not found:
-        what = f"a {kind} encoder" if kind else "an encoder"
+        what = f"{kind} encoder" if kind else "encoder"
         raise EncoderWeightsError(f"no {what} checkpoint format recognised in these {len(keys)} keys "
                                   f"(first: {keys[:3]}); known formats: {', '.join(FORMATS)}")
     if len(found) > 1:

@@ -106,8 +106,7 @@ class Pix2StructPreprocessor(Preprocessor):
     at its aspect ratio, ``scale = √(max_patches · p² / (H·W))``, rows = ⌊scale·H/p⌋, cols = ⌊scale·W/p⌋ (each in
     [1, max_patches]). Returns ``{"flattened_patches": (B, max_patches, 2 + p·p·3), "attention_mask": (B,
     max_patches)}``; columns 0/1 are the 1-based row/col of each patch, patch values ordered (ph, pw, C), padded
-    patches all zero. The mean and std are accumulated in float64 and rounded to float32 (numpy's float32 sums, which
-    the release used, can land one ulp away depending on numpy's version)."""
+    patches all zero. The mean and std are float32 and summed in the order of the release's numpy (`_np_sum_f32`)."""
 
     def preprocess(self, images) -> dict[str, torch.Tensor]:
         patches = torch.stack([self._one(im) for im in images])
@@ -115,11 +114,11 @@ class Pix2StructPreprocessor(Preprocessor):
 
     def _one(self, image) -> torch.Tensor:
         p, n_max = self.cfg.patch_size, self.cfg.max_patches
-        x = torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1).float()  # (3, H, W)
-        x64 = x.double()
-        mean = x64.mean().float()
-        std = max(x64.std(unbiased=False).item(), 1.0 / math.sqrt(x.numel()))
-        x = (x - mean) / torch.tensor(std, dtype=torch.float32)
+        hwc = np.asarray(image.convert("RGB"), dtype=np.float32)  # (H, W, 3), 0..255
+        n = np.float32(hwc.size)
+        mean = _np_sum_f32(hwc) / n
+        std = max(np.sqrt(_np_sum_f32(np.square(hwc - mean)) / n), 1.0 / math.sqrt(hwc.size))
+        x = torch.from_numpy((hwc - mean) / np.float32(std)).permute(2, 0, 1)  # (3, H, W)
         H, W = x.shape[-2:]
         scale = math.sqrt(n_max * (p / H) * (p / W))
         rows = max(min(math.floor(scale * H / p), n_max), 1)
@@ -131,6 +130,50 @@ class Pix2StructPreprocessor(Preprocessor):
         out = torch.zeros(n_max, 2 + p * p * 3)
         out[: rows * cols] = torch.cat([r[:, None], c[:, None], x], dim=1)
         return out
+
+
+def _np_sum_f32(x: np.ndarray) -> np.float32:
+    """``np.sum`` of a float32 array in the order numpy ≤ 2.2 adds (the release's numpy 1.26): pairwise summation
+    within consecutive blocks of 8192 elements (its iterator's buffer), the block sums added one after another.
+    numpy ≥ 2.3 sums the array as one block, which can differ in the last bit (it does on the release's fixtures)."""
+    flat = np.ascontiguousarray(x, dtype=np.float32).ravel()
+    full = flat.size // 8192
+    total = np.float32(0)
+    if full:
+        # A block of 8192 is a perfect tree of 64 leaves of 128; a leaf runs 8 accumulators over its 16 rows of 8.
+        rows = flat[: full * 8192].reshape(full, 64, 16, 8)
+        r = rows[:, :, 0].copy()
+        for j in range(1, 16):
+            r += rows[:, :, j]
+        leaf = ((r[..., 0] + r[..., 1]) + (r[..., 2] + r[..., 3])) + ((r[..., 4] + r[..., 5]) + (r[..., 6] + r[..., 7]))
+        while leaf.shape[1] > 1:
+            leaf = leaf[:, 0::2] + leaf[:, 1::2]
+        for b in leaf[:, 0]:
+            total = np.float32(total + b)
+    rest = flat[full * 8192:]
+    return np.float32(total + _pairwise_f32(rest)) if rest.size else total
+
+
+def _pairwise_f32(a: np.ndarray) -> np.float32:
+    """numpy's ``pairwise_sum`` of one float32 block (umath/loops_utils.h)."""
+    n = a.size
+    if n < 8:
+        res = np.float32(0)
+        for v in a:
+            res = np.float32(res + v)
+        return res
+    if n <= 128:
+        m = n - n % 8
+        r = a[:8].copy()
+        for i in range(8, m, 8):
+            r += a[i:i + 8]
+        res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
+        for v in a[m:]:
+            res = np.float32(res + v)
+        return res
+    half = n // 2
+    half -= half % 8
+    return np.float32(_pairwise_f32(a[:half]) + _pairwise_f32(a[half:]))
 
 
 def build_preprocessor(cfg: EncoderConfig) -> Preprocessor:
