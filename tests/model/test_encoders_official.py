@@ -19,7 +19,8 @@ from PIL import Image
 
 from mome.model.config import EncoderConfig
 from mome.model.dinov2 import meta_interpolate_pos_embed
-from mome.model.encoder_weights import EncoderWeightsError, detect_format, read_encoder_checkpoint
+from mome.model.encoder_files import read_encoder_checkpoint
+from mome.model.encoder_weights import EncoderWeightsError, detect_format
 from mome.model.encoders import (Pix2StructPreprocessor, Preprocessor, build_encoder, encoder_from_state_dict,
                                  save_encoder_safetensors)
 
@@ -374,6 +375,30 @@ def test_transformers_blip2_folders_whole_and_vision_only(tmp_path):
         assert all(".post_layernorm." in f".{k}" or not k.startswith(eva.report.prefix) for k in eva.unused_keys)
 
 
+def test_transformers_instructblip_folder(tmp_path):
+    import transformers as tf
+
+    torch.manual_seed(0)
+    whole = tf.InstructBlipForConditionalGeneration(tf.InstructBlipConfig(
+        vision_config=dict(hidden_size=C, num_hidden_layers=2, num_attention_heads=HEADS, intermediate_size=3 * C,
+                           image_size=SIDE, patch_size=PATCH, initializer_range=0.2),
+        qformer_config=dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                            encoder_hidden_size=C),
+        text_config=dict(model_type="opt", hidden_size=16, num_hidden_layers=1, num_attention_heads=2, ffn_dim=32,
+                         vocab_size=64, word_embed_proj_dim=16), num_query_tokens=4)).eval()
+    with torch.no_grad():
+        for layer in whole.vision_model.encoder.layers:
+            layer.self_attn.qkv.bias[C:2 * C] = 0
+    whole.save_pretrained(tmp_path / "instructblip")
+    x = _pixels()
+    with torch.no_grad():
+        ref = whole.vision_model(pixel_values=x, output_hidden_states=True).hidden_states[-1]
+    eva = build_encoder(_eva_cfg(2, tmp_path / "instructblip"))
+    assert eva.report.format == "hf_blip2" and eva.report.prefix == "vision_model."
+    out = eva(pixel_values=x)
+    torch.testing.assert_close(torch.cat([out.cls[:, None], out.features], 1), ref, atol=1e-6, rtol=1e-6)
+
+
 def test_transformers_pix2struct_folders_whole_and_vision_only(tmp_path):
     import transformers as tf
 
@@ -427,6 +452,8 @@ def test_bad_files_fail_naming_the_tensor(tmp_path):
     missing = {k: v for k, v in good.items() if k != "blocks.1.norm2.bias"}
     with pytest.raises(EncoderWeightsError, match=r"missing tensor 'blocks\.1\.norm2\.bias'"):
         encoder_from_state_dict(cfg, missing)
+    with pytest.raises(EncoderWeightsError, match=r"missing tensor 'patch_embed\.proj\.weight'"):
+        encoder_from_state_dict(cfg, {k: v for k, v in good.items() if k != "patch_embed.proj.weight"})
     bent = dict(good, **{"blocks.0.mlp.fc2.weight": torch.zeros(C, 7)})
     with pytest.raises(EncoderWeightsError, match=r"'blocks\.0\.mlp\.fc2\.weight' has shape \(32, 7\)"):
         encoder_from_state_dict(cfg, bent)

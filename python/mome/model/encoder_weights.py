@@ -18,7 +18,7 @@ The modules: EVA is transformers' `Blip2VisionModel` (LAVIS's ViT-g: q and v bia
 `mome.model.dinov2.DINOv2` under Meta's names; Pix2Struct and CLIP are transformers' vision models.
 
 Rules (the release loads with ``strict=False``; we don't):
-- files are read with ``torch.load(weights_only=True)`` or safetensors, never plain unpickling;
+- files are read with ``torch.load(weights_only=True)`` or safetensors, never plain unpickling (`encoder_files`);
 - sizes come from the tensors' shapes; the head count cannot, so it is the folder's ``config.json`` value or else
   ``EncoderConfig.num_heads``; ``num_layers`` blocks are used (the release builds EVA with 39 of LAVIS's 40): a
   checkpoint with more reports the rest as unused, one with fewer is an error;
@@ -30,14 +30,11 @@ Rules (the release loads with ``strict=False``; we don't):
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import pickle
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -46,8 +43,8 @@ from torch import nn
 from mome.model.config import EncoderConfig
 from mome.model.dinov2 import DINOv2, meta_interpolate_pos_embed
 
-__all__ = ["FORMATS", "EncoderWeightsError", "LoadReport", "detect_format", "read_encoder_checkpoint",
-           "model_from_state_dict", "random_model", "save_encoder_safetensors", "lavis_interpolate_pos_embed"]
+__all__ = ["FORMATS", "EncoderWeightsError", "LoadReport", "detect_format", "model_from_state_dict", "random_model",
+           "lavis_interpolate_pos_embed"]
 
 log = logging.getLogger(__name__)
 
@@ -125,9 +122,9 @@ _RENAMES: dict[str, list[tuple[str, str]]] = {
         (rf"encoder\.layers\.{_L}\.(.+)", r"encoder.layers.\g<n>.\2"),
     ],
 }
-_BLOCK_COUNT = {"lavis_eva": r"blocks\.(\d+)\.", "meta_dinov2": r"blocks\.(\d+)\.", "hf_blip2": r"encoder\.layers\.(\d+)\.",
-                "hf_clip": r"encoder\.layers\.(\d+)\.", "hf_dinov2": r"encoder\.layer\.(\d+)\.",
-                "hf_pix2struct": r"encoder\.layer\.(\d+)\."}
+_BLOCK_COUNT = {"lavis_eva": r"blocks\.(\d+)\.", "meta_dinov2": r"blocks\.(\d+)\.",
+                "hf_blip2": r"encoder\.layers\.(\d+)\.", "hf_clip": r"encoder\.layers\.(\d+)\.",
+                "hf_dinov2": r"encoder\.layer\.(\d+)\.", "hf_pix2struct": r"encoder\.layer\.(\d+)\."}
 
 
 @dataclass
@@ -138,106 +135,6 @@ class LoadReport:
     prefix: str
     unused: tuple[str, ...] = ()
     notes: list[str] = field(default_factory=list)
-
-
-# ---- reading files ------------------------------------------------------------------------------------------------
-
-
-class _SafetensorsFiles(Mapping):
-    """The tensors of one or more safetensors files, read one at a time on access (a whole BLIP-2 checkpoint holds
-    an LLM that the vision tower never needs in memory)."""
-
-    def __init__(self, files: list[Path]):
-        from safetensors import safe_open
-
-        self._where: dict[str, Path] = {}
-        for f in files:
-            with safe_open(str(f), framework="pt") as h:
-                self._where.update(dict.fromkeys(h.keys(), f))
-
-    def __getitem__(self, key: str) -> torch.Tensor:
-        from safetensors import safe_open
-
-        with safe_open(str(self._where[key]), framework="pt") as h:
-            return h.get_tensor(key)
-
-    def __iter__(self):
-        return iter(self._where)
-
-    def __len__(self) -> int:
-        return len(self._where)
-
-
-def _torch_load(path: Path) -> dict[str, torch.Tensor]:
-    """A ``torch.save``d state dict, unwrapped from ``{"model": …}`` / ``{"state_dict": …}``; weights only."""
-    try:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as e:  # mmap needs the zip format; older files are read whole
-            if "mmap" not in str(e):
-                raise
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise EncoderWeightsError(f"{path}: refused: it needs pickled Python objects beyond tensors and containers "
-                                  f"(read with weights_only=True: {reason})") from e
-    if isinstance(obj, dict):
-        for wrapper in ("model", "state_dict"):
-            if isinstance(obj.get(wrapper), dict) and not isinstance(obj.get(wrapper), torch.Tensor):
-                obj = obj[wrapper]
-                break
-    if not isinstance(obj, dict):
-        raise EncoderWeightsError(f"{path}: expected a state dict, found a {type(obj).__name__}")
-    bad = [k for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
-    if bad:
-        raise EncoderWeightsError(f"{path}: {bad[0]!r} is not a tensor (a state dict holds only tensors)")
-    return obj
-
-
-def read_encoder_checkpoint(path: str | Path) -> tuple[Mapping[str, torch.Tensor], dict | None]:
-    """The tensors of ``path`` and, for a transformers folder, its vision config (``vision_config`` of a composite
-    config, else the config itself). ``path``: a ``.pth``/``.pt``/``.bin`` file, a ``.safetensors`` file, or a folder
-    of ``*.safetensors`` (or ``*.bin``) shards with an optional ``config.json``."""
-    p = Path(path)
-    if not p.exists():
-        raise EncoderWeightsError(f"{p}: no such file or folder")
-    config = None
-    if p.is_dir():
-        if (p / "config.json").exists():
-            config = json.loads((p / "config.json").read_text())
-            config = config.get("vision_config") or config
-        shards = sorted(p.glob("*.safetensors"))
-        if shards:
-            return _SafetensorsFiles(shards), config
-        shards = sorted(p.glob("*.bin")) + sorted(p.glob("*.pth"))
-        if not shards:
-            raise EncoderWeightsError(f"{p}: no *.safetensors or *.bin weights in this folder")
-        state: dict[str, torch.Tensor] = {}
-        for s in shards:
-            state.update(_torch_load(s))
-        return state, config
-    if p.suffix == ".safetensors":
-        return _SafetensorsFiles([p]), None
-    if p.suffix in (".pth", ".pt", ".bin", ".ckpt"):
-        return _torch_load(p), None
-    raise EncoderWeightsError(f"{p}: unknown weight file type {p.suffix!r} (.pth, .pt, .bin, .safetensors or a folder)")
-
-
-def save_encoder_safetensors(state: Mapping[str, torch.Tensor], path: str | Path, kind: str | None = None) -> str:
-    """Write an encoder state dict (any format above, e.g. a LAVIS or Meta ``.pth`` read by `read_encoder_checkpoint`)
-    as one safetensors file under its **source key names**, which `build_encoder` reads back as the same format
-    (``EncoderConfig.path=<file>``). The format is checked first and stored in the metadata; returns it."""
-    fmt, prefix = detect_format(state.keys(), kind)
-    from safetensors.torch import save_file
-
-    seen, out = set(), {}
-    for k in state:
-        t = state[k].detach().contiguous()
-        ptr = (t.untyped_storage().data_ptr(), t.storage_offset())
-        out[k] = t.clone() if ptr in seen else t  # safetensors refuses tensors that share memory
-        seen.add(ptr)
-    save_file(out, str(path), metadata={"mome.encoder_format": fmt, "mome.encoder_prefix": prefix})
-    return fmt
 
 
 # ---- format detection and key mapping -----------------------------------------------------------------------------
@@ -286,9 +183,9 @@ def _map_keys(fmt: str, names: list[str], num_layers: int) -> tuple[dict[str, st
     return mapped, unused
 
 
-def _need(state: dict[str, torch.Tensor], key: str, fmt: str) -> torch.Tensor:
+def _need(state: dict[str, torch.Tensor], key: str, fmt: str, prefix: str = "") -> torch.Tensor:
     if key not in state:
-        raise EncoderWeightsError(f"missing tensor {key!r} ({fmt})")
+        raise EncoderWeightsError(f"missing tensor {_source_name(fmt, prefix, key)!r} ({fmt})")
     return state[key]
 
 
@@ -386,45 +283,47 @@ def random_model(cfg: EncoderConfig) -> tuple[nn.Module, int]:
     return model, hidden
 
 
-def _architecture(cfg: EncoderConfig, fmt: str, state: dict[str, torch.Tensor], heads: int) -> dict:
+def _architecture(cfg: EncoderConfig, fmt: str, prefix: str, state: dict[str, torch.Tensor], heads: int) -> dict:
     """The module sizes implied by the (mapped) tensors; refits the position table in ``state`` to ``image_size``."""
     kind = cfg.kind
     arch = dict(num_hidden_layers=cfg.num_layers, num_attention_heads=heads)
     if kind in ("eva_clip", "clip"):
         clip = kind == "clip"
         pos_key = "embeddings.position_embedding.weight" if clip else "embeddings.position_embedding"
-        patch = _need(state, "embeddings.patch_embedding.weight", fmt)
-        grid, side = cfg.image_size // patch.shape[-1], _grid_of(_need(state, pos_key, fmt), f"{fmt} position table")
+        patch = _need(state, "embeddings.patch_embedding.weight", fmt, prefix)
+        grid = cfg.image_size // patch.shape[-1]
+        side = _grid_of(_need(state, pos_key, fmt, prefix), f"{fmt} position table")
         if side != grid:
             if clip:
                 raise EncoderWeightsError(f"{fmt}: position table for {side}×{side} patches, config image_size "
                                           f"{cfg.image_size} needs {grid}×{grid}")
             state[pos_key] = lavis_interpolate_pos_embed(state[pos_key], grid)
         arch.update(hidden_size=patch.shape[0], patch_size=patch.shape[-1], image_size=cfg.image_size,
-                    intermediate_size=_need(state, "encoder.layers.0.mlp.fc1.weight", fmt).shape[0])
+                    intermediate_size=_need(state, "encoder.layers.0.mlp.fc1.weight", fmt, prefix).shape[0])
         width = patch.shape[0]
     elif kind == "dinov2":
-        patch = _need(state, "patch_embed.proj.weight", fmt)
-        side, grid = _grid_of(_need(state, "pos_embed", fmt), f"{fmt} pos_embed"), cfg.image_size // patch.shape[-1]
+        patch = _need(state, "patch_embed.proj.weight", fmt, prefix)
+        grid = cfg.image_size // patch.shape[-1]
+        side = _grid_of(_need(state, "pos_embed", fmt, prefix), f"{fmt} pos_embed")
         if cfg.pos_embed_size and cfg.pos_embed_size // patch.shape[-1] != side:
             raise EncoderWeightsError(f"{fmt}: pos_embed is for {side}×{side} patches ({side * patch.shape[-1]} px), "
                                       f"the config says pos_embed_size={cfg.pos_embed_size}")
         state["pos_embed"] = meta_interpolate_pos_embed(state["pos_embed"], grid)
         arch.update(hidden_size=patch.shape[0], patch_size=patch.shape[-1], image_size=cfg.image_size,
-                    intermediate_size=_need(state, "blocks.0.mlp.fc1.weight", fmt).shape[0],
+                    intermediate_size=_need(state, "blocks.0.mlp.fc1.weight", fmt, prefix).shape[0],
                     layer_scale=1.0 if "blocks.0.ls1.gamma" in state else None)
         width = patch.shape[0]
     else:  # pix2struct
-        proj = _need(state, "embeddings.patch_projection.weight", fmt)
-        inner = _need(state, "encoder.layer.0.attention.query.weight", fmt).shape[0]
+        proj = _need(state, "embeddings.patch_projection.weight", fmt, prefix)
+        inner = _need(state, "encoder.layer.0.attention.query.weight", fmt, prefix).shape[0]
         if inner % heads:
             raise EncoderWeightsError(f"{fmt}: attention width {inner} is not divisible by num_heads {heads}")
         if proj.shape[1] != 3 * cfg.patch_size ** 2:
             raise EncoderWeightsError(f"{fmt}: patches of {proj.shape[1]} values, config patch_size "
                                       f"{cfg.patch_size} gives {3 * cfg.patch_size ** 2}")
         arch.update(hidden_size=proj.shape[0], patch_embed_hidden_size=proj.shape[1], d_kv=inner // heads,
-                    d_ff=_need(state, "encoder.layer.0.mlp.wi_0.weight", fmt).shape[0],
-                    seq_len=_need(state, "embeddings.row_embedder.weight", fmt).shape[0])
+                    d_ff=_need(state, "encoder.layer.0.mlp.wi_0.weight", fmt, prefix).shape[0],
+                    seq_len=_need(state, "embeddings.row_embedder.weight", fmt, prefix).shape[0])
         width = inner
     if kind != "pix2struct" and arch["patch_size"] != cfg.patch_size:
         raise EncoderWeightsError(f"{fmt}: the checkpoint's patch size is {arch['patch_size']}, the config says "
@@ -442,7 +341,8 @@ _INVERSE = {
                   (".self_attn.projection.", ".attn.proj."), (".self_attn.", ".attn.")],
     "hf_dinov2": [("blocks.", "encoder.layer."), ("cls_token", "embeddings.cls_token"),
                   ("mask_token", "embeddings.mask_token"), ("pos_embed", "embeddings.position_embeddings"),
-                  ("patch_embed.proj.", "embeddings.patch_embeddings.projection."), (".ls1.gamma", ".layer_scale1.lambda1"),
+                  ("patch_embed.proj.", "embeddings.patch_embeddings.projection."),
+                  (".ls1.gamma", ".layer_scale1.lambda1"),
                   (".ls2.gamma", ".layer_scale2.lambda1"), (".attn.qkv.", ".attention.(q|k|v)_proj."),
                   (".attn.proj.", ".attention.o_proj."), ("norm.", "layernorm.")],
 }
@@ -493,7 +393,7 @@ def model_from_state_dict(cfg: EncoderConfig, state: Mapping[str, torch.Tensor],
         if heads != cfg.num_heads:
             log.warning("%s: %d attention heads (its config.json), not the config's num_heads=%d", source, heads,
                         cfg.num_heads)
-    arch = _architecture(cfg, fmt, mapped, heads)
+    arch = _architecture(cfg, fmt, prefix, mapped, heads)
     model, width = _build(cfg.kind, arch, config if fmt.startswith("hf_") else None)
     own = model.state_dict()
     if fmt == "hf_clip" and next(iter(own)).startswith("vision_model."):

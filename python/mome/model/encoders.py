@@ -33,8 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from mome.model.config import EncoderConfig
-from mome.model.encoder_weights import (LoadReport, model_from_state_dict, random_model, read_encoder_checkpoint,
-                                        save_encoder_safetensors)
+from mome.model.encoder_files import read_encoder_checkpoint, save_encoder_safetensors
+from mome.model.encoder_weights import LoadReport, model_from_state_dict, random_model
 
 __all__ = ["EncoderOutput", "VisionEncoder", "build_encoder", "encoder_from_state_dict", "save_encoder_safetensors",
            "Preprocessor", "Pix2StructPreprocessor", "build_preprocessor", "resize_bicubic"]
