@@ -150,3 +150,13 @@ def test_java_tokenizer_and_cider_match_pycocoevalcap_random(seed, java_tokenize
     corpus, per = pycoco_cider.Cider().compute_score(gts, res)
     assert all(_close(a, b) for a, b in zip(cider_scores(preds, refs), per))
     assert _close(cider(preds, refs), corpus)
+
+
+def test_python_port_matches_java_random(java_tokenized):
+    """The no-Java fallback on 300 seeded captions of awkward pieces: token for token the Java tokenizer's output."""
+    from mome.eval.metrics import java_ptb_tokenize
+
+    rng = random.Random(7)
+    caps = [" ".join(rng.choice(_PIECES) for _ in range(rng.randint(1, 8))) for _ in range(300)]
+    diffs = [(c, j, ptb_tokenize(c)) for c, j in zip(caps, java_ptb_tokenize(caps)) if ptb_tokenize(c) != j]
+    assert not diffs, "\n".join(f"{c!r}: java {j!r}, ours {o!r}" for c, j, o in diffs)

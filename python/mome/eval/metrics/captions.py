@@ -30,9 +30,10 @@ __all__ = ["ptb_tokenize", "java_ptb_tokenize", "java_tokenizer_available", "tok
 # The COCO caption evaluation runs Stanford CoreNLP 3.4.1's PTBTokenizer (`-preserveLines -lowerCase`) over every
 # caption and then drops the tokens in a fixed punctuation list. We re-implement the tokenizer's rules that matter for
 # captions, used when Java is missing; tests/eval/test_cider.py checks the output token-for-token against the
-# Java tokenizer on a batch of awkward captions. Known differences (rare in generated captions): "a!b" / "a?b" and
-# "c#" are split here but kept whole by PTB; PTB knows more abbreviations than `_ABBREVIATIONS` (those keep their
-# final period there); other Unicode punctuation than `_TYPOGRAPHIC`'s.
+# Java tokenizer on a batch of awkward captions (tests/eval/captions_corpus.py). Known differences: a clitic inside a
+# hyphenated word ("cat's-eye": PTB splits it); PTB knows more abbreviations than `_ABBREVIATIONS` (those keep their
+# final period there) and more Unicode symbols than `_TYPOGRAPHIC` maps; tools/cider_tokenizer_diff.py measures what
+# such differences do to CIDEr-D.
 
 # Dropped after tokenising. The COCO list names the bracket escapes in upper case ("-LRB-"), but `-lowerCase` has
 # already lower-cased the tokens, so "-lrb-" etc. survive: we reproduce that by filtering lower-cased tokens.
@@ -41,8 +42,13 @@ _COCO_PUNCTUATION = frozenset(["''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", 
 _BRACKETS = {"(": "-lrb-", ")": "-rrb-", "[": "-lsb-", "]": "-rsb-", "{": "-lcb-", "}": "-rcb-"}
 # PTB normalises these currency signs to the ASCII the Penn Treebank used.
 _CURRENCY = {"€": "$", "£": "#"}
-# PTB reads typographic quotes, dashes and the ellipsis as their ASCII forms.
-_TYPOGRAPHIC = str.maketrans({"’": "'", "‘": "'", "“": '"', "”": '"', "—": " -- ", "–": " -- ", "…": " ... "})
+# PTB reads typographic quotes, dashes and the ellipsis as their ASCII forms ("‘" always opens a quote, "’" may be an
+# apostrophe).
+_TYPOGRAPHIC = str.maketrans({"’": "'", "‘": "`", "“": '"', "”": '"', "—": " -- ", "–": " -- ", "…": " ... ",
+                              "½": "1/2", "¼": "1/4", "¾": "3/4", "⅓": "1/3", "⅔": "2/3",
+                              "¹": " ¹ ", "²": " ² ", "³": " ³ "})   # PTB writes vulgar fractions out, splits superscripts
+# Characters outside the Basic Multilingual Plane (emoji): PTB cannot tokenise them and drops them.
+_ASTRAL = re.compile("[\U00010000-\U0010FFFF]")
 # Words that keep their final period (PTB treats them as abbreviations, not sentence ends).
 _ABBREVIATIONS = frozenset("""
     mr mrs ms dr st jr sr prof vs etc mt inc co ltd corp bros gen gov sen rep rev capt col lt sgt ft ave blvd
@@ -57,12 +63,13 @@ _ACRONYM = re.compile(r"^(?:[^\W\d_]\.)*[^\W\d_]$")
 # One alternation, tried left to right at each position of a whitespace-free chunk (first match wins).
 # A word piece: a number with inner , . : ("1,000.50", "5:30"), an upper-case "AT&T", or word characters joined by
 # / ' . ("a/b", "o'clock", "u.s"); pieces joined by single hyphens make one token ("3.5-inch", "black-and-white").
-_SEG = r"(?:\d+(?:[,.:]\d+)+|(?-i:[A-Z]+&[A-Z]+)|\w+(?:[/'.]\w+)*)"
+_SEG = (r"(?:\d+(?:[,.:]\d+)+|(?-i:[A-Z]+&[A-Z]+)|[^\W\d_](?:\+\+|#)(?!\w)"
+        r"|\w+(?:[/.!?]\w+|(?<=[^\W\d_])'(?=[^\W\d_])\w+)*)")
 _PTB_TOKEN = re.compile(
     r"(?P<url>(?:https?://|www\.)\S+)"
     r"|(?P<email>[\w.+-]+@\w[\w-]*(?:\.[\w-]+)+)"
     r"|(?P<tag><[^<>\s]+>)"
-    r"|(?P<clitic>'n'|'(?:s|m|d|re|ve|ll|em)(?!\w)|'\d+|'t(?=(?:is|was)(?!\w)))"
+    r"|(?P<clitic>'n'|'(?:s|m|d|re|ve|ll|em)(?!\w)|(?<!\d)'\d+s?(?!\w)|(?<!\d)'\d+|'t(?=(?:is|was)(?!\w)))"
     r"|(?P<quote>''|``|[\"`'])"
     r"|(?P<bracket>[()\[\]{}])"
     r"|(?P<currency>(?:us|hk|a|c)\$)"
@@ -93,16 +100,20 @@ def _split_word(word: str) -> list[str]:
 
 def _ptb_tokens(line: str) -> list[str]:
     tokens: list[str] = []
-    for chunk in line.translate(_TYPOGRAPHIC).split():
+    chunks = _ASTRAL.sub("", line.translate(_TYPOGRAPHIC)).split()
+    for i, chunk in enumerate(chunks):
         pos = 0
         while pos < len(chunk):
             m = _PTB_TOKEN.match(chunk, pos)
             kind, text = m.lastgroup, m.group()
             pos += len(text)
             if kind == "word":
-                # A final period belongs to the word only for abbreviations, acronyms and initials ("u.s.", "a.").
+                # A final period belongs to the word only for abbreviations, acronyms and initials ("u.s.", "a."),
+                # and "No." before a number ("No. 1").
                 if chunk.startswith(".", pos) and not chunk.startswith("..", pos) and (
-                        text.lower() in _ABBREVIATIONS or _ACRONYM.match(text)):
+                        text.lower() in _ABBREVIATIONS or _ACRONYM.match(text) or (
+                            text.lower() == "no" and pos + 1 == len(chunk) and i + 1 < len(chunks)
+                            and chunks[i + 1][:1].isdigit())):
                     text += "."
                     pos += 1
                 tokens.extend(_split_word(text))
