@@ -462,20 +462,22 @@ def train_stage(stage: int, model, run: RunConfig, env: distributed.Dist, stage_
     scheduler = WarmupCosine(optimizer, total_steps=scfg.steps, warmup_steps=scfg.warmup_steps, min_lr=scfg.min_lr)
     ckpt_dir = stage_dir / "checkpoints"
 
-    step = 0
+    step, rng = 0, None
     if resume != "none":
         source = ckpt.latest_checkpoint(ckpt_dir, log=log) if resume == "auto" else ckpt.load_checkpoint(resume)
         if source is not None:
             _load_weights(core, source.weights, source.path)
             optimizer.load_state_dict(source.state["optimizer"])
             scheduler.load_state_dict(source.state["scheduler"])
-            set_rng_state(source.state["rng"])
+            rng = source.state["rng"]
             step = int(source.state["step"])
             log(f"stage {stage}: resumed from {source.path} at step {step}")
     model = wrap_model(core, env, t.strategy)
     seed = t.seed * 100 + stage
     batches = Batches(*train_data, core.config, run, env, seed, global_batch, micro_batch,
                       consumed=step * accumulation * micro_batch)
+    if rng is not None:  # after the loader's iterator, which draws its base seed from torch's generator
+        set_rng_state(rng)
     autocast = (torch.autocast(env.device.type, dtype=torch.bfloat16) if t.precision == "bf16"
                 else contextlib.nullcontext())
 
