@@ -67,7 +67,8 @@ def collect(model, records: list[dict], image_root, batch_size: int = 16, max_ne
             gens = model.generate([it["image"] for it in items], prompts, max_new_tokens=max_new_tokens)
             emb = model.sentence_encoder.encode([instruction_text(p) for p in prompts]).float().cpu().numpy()
             fused = captured["fused"].float().mean(dim=1).cpu().numpy()  # (B, L, D) → (B, D)
-            experts = {n: t.float().mean(dim=1).cpu().numpy() for n, t in captured["experts"].items()}
+            L = model.config.vision.num_tokens  # the EVA projector also sees the CLS token first: keep the L
+            experts = {n: t[:, -L:].float().mean(dim=1).cpu().numpy() for n, t in captured["experts"].items()}
             for b, (it, g) in enumerate(zip(items, gens)):
                 rec = it["record"]
                 samples.append({

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -87,37 +88,54 @@ def convert_official(ckpt: str, eva: str, dinov2: str, pix2struct: str, llm: str
     if stage not in (1, 2):
         raise ConvertError(f"--stage must be 1 or 2, got {stage}")
     out_p = Path(out).expanduser().resolve()
-    if (out_p / "model.safetensors").exists():
-        raise ConvertError(f"--out {out}: already holds a model (model.safetensors); choose an empty folder")
+    if out_p.exists() and any(out_p.iterdir()):
+        raise ConvertError(f"--out {out}: the folder exists and is not empty; choose a new one")
 
     state = read_official_checkpoint(ckpt_p)
     single = any(".mlp.adapter.down_proj." in k for k in state)
     if stage == 1 and not single:
         raise ConvertError(f"--stage 1: {ckpt_p.name} is a stage-2 checkpoint (it holds .adapter.adapters.*)")
-    settings = [f"language.path={llm_p}", f"vision.pix2struct.path={pix_p}",
-                f"vision.eva_clip.path={out_p / 'encoders' / 'eva_clip.safetensors'}",
-                f"vision.dinov2.path={out_p / 'encoders' / 'dinov2.safetensors'}"]
-    if sbert_p is not None:
-        settings.append(f"sentence.path={sbert_p}")
-    if stage == 1:
-        settings.append("mole.router=single")
-    config = MoMEConfig.preset(preset, settings + list(overrides or []))  # validated before any heavy work
 
-    log(f"re-saving {eva_p.name} and {dino_p.name} as safetensors under {out_p / 'encoders'}")
-    counts = {"eva_clip": _resave_safetensors(eva_p, out_p / "encoders" / "eva_clip.safetensors"),
-              "dinov2": _resave_safetensors(dino_p, out_p / "encoders" / "dinov2.safetensors")}
-    log("building the model (encoders and LLM from their files)")
-    model = MoME(config)
-    notes = load_official_state(model, state, source=ckpt_p.name)
-    model.save_pretrained(out_p)
-    report = {
-        "sources": {"ckpt": str(ckpt_p), "eva": str(eva_p), "dinov2": str(dino_p), "pix2struct": str(pix_p),
-                    "llm": str(llm_p), "sbert": str(sbert_p) if sbert_p else None},
-        "preset": preset, "stage": stage, "checkpoint_tensors": len(state), "encoder_tensors": counts,
-        "notes": notes + [f"{n}: {line}" for n, enc in model.move.encoders.items()
-                          for line in getattr(enc, "load_report", [])],
-    }
-    (out_p / "conversion.json").write_text(json.dumps(report, indent=1) + "\n")
+    def settings(folder: Path) -> list[str]:
+        items = [f"language.path={llm_p}", f"vision.pix2struct.path={pix_p}",
+                 f"vision.eva_clip.path={folder / 'encoders' / 'eva_clip.safetensors'}",
+                 f"vision.dinov2.path={folder / 'encoders' / 'dinov2.safetensors'}"]
+        if sbert_p is not None:
+            items.append(f"sentence.path={sbert_p}")
+        if stage == 1:
+            items.append("mole.router=single")
+        return items + list(overrides or [])
+
+    MoMEConfig.preset(preset, settings(out_p))  # validated before any heavy work
+    # Everything is written to a staging folder, renamed into place at the end: a failure leaves no half folder.
+    staging = out_p.with_name(out_p.name + ".partial")
+    if staging.exists():
+        shutil.rmtree(staging)
+    try:
+        log(f"re-saving {eva_p.name} and {dino_p.name} as safetensors")
+        counts = {"eva_clip": _resave_safetensors(eva_p, staging / "encoders" / "eva_clip.safetensors"),
+                  "dinov2": _resave_safetensors(dino_p, staging / "encoders" / "dinov2.safetensors")}
+        log("building the model (encoders and LLM from their files)")
+        model = MoME(MoMEConfig.preset(preset, settings(staging)))
+        notes = load_official_state(model, state, source=ckpt_p.name)
+        model.config = MoMEConfig.preset(preset, settings(out_p))  # the paths it will have
+        model.save_pretrained(staging)
+        report = {
+            "sources": {"ckpt": str(ckpt_p), "eva": str(eva_p), "dinov2": str(dino_p), "pix2struct": str(pix_p),
+                        "llm": str(llm_p), "sbert": str(sbert_p) if sbert_p else None},
+            "preset": preset, "stage": stage, "overrides": list(overrides or []),
+            "checkpoint_tensors": len(state), "encoder_tensors": counts,
+            "notes": notes + [f"{n}: {line}" for n, enc in model.move.encoders.items()
+                              for line in getattr(enc, "load_report", [])],
+        }
+        (staging / "conversion.json").write_text(json.dumps(report, indent=1) + "\n")
+        out_p.mkdir(parents=True, exist_ok=True)
+        for item in staging.iterdir():
+            item.replace(out_p / item.name)
+        staging.rmdir()
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     for line in report["notes"]:
         log(f"note: {line}")
     log(f"wrote {out_p} (load it with MoME.from_pretrained or --model {out_p})")

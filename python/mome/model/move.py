@@ -114,11 +114,10 @@ class MoVE(nn.Module):
         if feats.shape[1] != self.cfg.num_tokens:
             raise ValueError(f"{name} gives {feats.shape[1]} patch tokens, but without ADT its branch needs "
                              f"vision.num_tokens = {self.cfg.num_tokens}")
-        tokens = self.projectors[name](self.norms[name](feats))
-        cls = None
-        if out.cls is not None:
-            cls = self.projectors[name](self.norms[name](out.cls.to(dtype)))
-        return tokens, cls
+        if out.cls is None:
+            return self.projectors[name](self.norms[name](feats)), None
+        full = self.projectors[name](self.norms[name](torch.cat([out.cls.to(dtype)[:, None], feats], dim=1)))
+        return full[:, 1:], full[:, 0]  # (B, L, D), (B, D): the release projects CLS + patch tokens together
 
     def mix(self, experts: list[torch.Tensor], cls: torch.Tensor | None, instruction: torch.Tensor | None,
             mix_fn=None) -> MoVEOutput:
