@@ -15,14 +15,20 @@ from .conftest import ANSWERS, PROMPTS, images, randomize_adapters, tiny_model
 
 
 def test_prompt_template_and_answer_only_labels():
-    before, after = build_prompt("What color?")
+    assert build_prompt("<image>\nWhat color?") == ("USER: <Img>", "What color? ASSISTANT: ")  # the release's
+    before, after = build_prompt("What color?", "vicuna_v1")
     assert before.endswith("USER: ") and after == "\nWhat color? ASSISTANT:"  # <image> prepended, Vicuna v1
     with pytest.raises(ValueError, match="one <image>"):
         build_prompt("<image><image>")
     model = tiny_model()
     tk = model.tokenizer
     ids, img, labels, att = model.tokenize(PROMPTS, ANSWERS)
-    assert (img.sum(1) == 16).all()
+    assert (img.sum(1) == 17).all()  # CLS + L
+    # [BOS] "USER: <Img>" [17 visual] "</Img>" "{question} ASSISTANT: " answer [EOS], each piece on its own
+    q = "What color is the circle?"
+    want = ([tk.bos_id] + tk.encode("USER: <Img>") + [tk.pad_id] * 17 + tk.encode("</Img>")
+            + tk.encode(q + " ASSISTANT: ") + tk.encode(ANSWERS[0]) + [tk.eos_id])
+    assert ids[0, att[0].bool()].tolist() == want
     for b, ans in enumerate(ANSWERS):
         want = tk.encode(ans) + [tk.eos_id]
         assert labels[b][labels[b] != IGNORE].tolist() == want
@@ -67,14 +73,14 @@ def test_frozen_llm_when_not_training_it():
 
 
 def test_save_load_round_trips_bit_exactly(tmp_path, instruction):
-    model = MoME(MoMEConfig.preset("tiny"))
+    model = MoME(MoMEConfig.preset("tiny")).eval()  # eval: ADT's dropout off
     randomize_adapters(model.llm)
     with torch.no_grad():
         for p in model.move.parameters():
             if p.requires_grad:
                 p.add_(torch.randn_like(p) * 0.01)
     model.save_pretrained(tmp_path / "ckpt")
-    loaded = MoME.from_pretrained(tmp_path / "ckpt")
+    loaded = MoME.from_pretrained(tmp_path / "ckpt").eval()
     assert loaded.config == model.config
     a, b = model.state_dict(), loaded.state_dict()
     assert a.keys() == b.keys()

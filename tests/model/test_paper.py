@@ -13,10 +13,12 @@ def test_paper_preset_builds_at_full_size_on_meta():
     assert {n: e.hidden_size for n, e in model.move.encoders.items()} == {
         "eva_clip": 1408, "dinov2": 1024, "pix2struct": 768}
     assert model.move.encoders["eva_clip"].model.config.num_hidden_layers == 39
-    adt = model.move.aggregators["eva_clip"]
-    assert len(adt.layers) == 6 and adt.side == 16
-    dca = adt.layers[0].cross_attn
-    assert (dca.heads, dca.points, tuple(dca.reference.shape)) == (8, 4, (256, 2))
+    assert sorted(model.move.aggregators) == ["dinov2", "pix2struct"] and list(model.move.norms) == ["eva_clip"]
+    for adt in model.move.aggregators.values():
+        assert len(adt.layers) == 6 and adt.side == 16 and tuple(adt.reference.shape) == (256, 2)
+        dca = adt.layers[0].cross_attn
+        assert (dca.heads, dca.points, adt.layers[0].fc1.out_features) == (8, 4, 1024)
+    assert model.move.num_output_tokens == 257
     assert model.llm.config.hidden_size == 4096 and model.llm.config.num_hidden_layers == 32
     mole = model.llm.model.layers[0].mlp.mole
     assert (mole.num_experts, mole.rank, mole.router_kind) == (4, 64, "instance")
