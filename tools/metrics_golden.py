@@ -300,7 +300,8 @@ def _due_package(src: Sources, tmp: Path, lmms_dir: Path) -> None:
     # the package's own __init__ also imports GROUP-ANLS / GEVAL scorers (scipy); F1 and WTQ do not need them
     (pkg / "scorers" / "__init__.py").write_text(
         "from .anls_scorer import AnlsScorer\nfrom .base_scorer import BaseScorer\nfrom .fscorer import FScorer\n"
-        "from .mean_fscorer import MeanFScorer\nfrom .wtq_scorer import WtqScorer\nGevalScorer = GroupAnlsScorer = None\n")
+        "from .mean_fscorer import MeanFScorer\nfrom .wtq_scorer import WtqScorer\n"
+        "GevalScorer = GroupAnlsScorer = None\n")
     sys.path[:0] = [str(tmp), str(lmms_dir)]
 
 

@@ -2,18 +2,18 @@
 
 A record carries a ``metric`` family and its ``dataset``; `evaluator_for(metric, dataset)` picks the evaluator:
 
-| metric (records) | dataset(s)                                        | evaluator (module)                              |
-|------------------|---------------------------------------------------|-------------------------------------------------|
-| ``cider``        | COCO, Flickr30K, NoCaps, TextCaps, VisualMRC, REG | pycocoevalcap PTBTokenizer + CIDEr-D (captions) |
-| ``vqa_acc``      | OK-VQA, VQAv2                                     | VQA project vqaEval.py, 2021 (vqa)              |
-|                  | TextVQA                                           | M4C TextVQAAccuracyEvaluator (vqa)              |
-| ``exact_match``  | A-OKVQA (MC), GQA, VSR, IconQA                    | label equality, as their scripts (accuracy)     |
-|                  | TabFact                                           | DUE ``deval -m F1`` (kie)                       |
-|                  | WikiTableQuestions                                | WTQ denotation evaluator via DUE (wtq)          |
-| ``relaxed_acc``  | ChartQA                                           | Pix2Struct relaxed_correctness (chartqa)        |
-| ``anls``         | DocVQA, InfographicsVQA                           | DocVQA RRC ANLS (anls)                          |
-| ``f1``           | DeepForm                                          | DUE ``deval -m F1 -i`` (kie)                    |
-| ``iou_acc``      | RefCOCO, RefCOCO+, RefCOCOg                       | Acc@IoU≥0.5, our documented box parser (rec)    |
+| metric (records) | dataset(s)                                        | evaluator (module)                          |
+|------------------|---------------------------------------------------|---------------------------------------------|
+| ``cider``        | COCO, Flickr30K, NoCaps, TextCaps, VisualMRC, REG | pycocoevalcap PTBTokenizer + CIDEr-D        |
+| ``vqa_acc``      | OK-VQA, VQAv2                                     | VQA project vqaEval.py, 2021 (vqa)          |
+|                  | TextVQA                                           | M4C TextVQAAccuracyEvaluator (vqa)          |
+| ``exact_match``  | A-OKVQA (MC), GQA, VSR, IconQA                    | label equality, as their scripts (accuracy) |
+|                  | TabFact                                           | DUE ``deval -m F1`` (kie)                   |
+|                  | WikiTableQuestions                                | WTQ denotation evaluator via DUE (wtq)      |
+| ``relaxed_acc``  | ChartQA                                           | Pix2Struct relaxed_correctness (chartqa)    |
+| ``anls``         | DocVQA, InfographicsVQA                           | DocVQA RRC ANLS (anls)                      |
+| ``f1``           | DeepForm                                          | DUE ``deval -m F1 -i`` (kie)                |
+| ``iou_acc``      | RefCOCO, RefCOCO+, RefCOCOg                       | Acc@IoU≥0.5, our box parser (rec)           |
 
 `score` gives a dataset's number in the units of the paper's tables (×100: accuracy, ANLS and F1 in %, CIDEr-D ×100
 so 1.308 prints as 130.8); `sample_scores` each sample's contribution in [0, 1]. ``protocol="lavis"`` swaps in what
@@ -126,8 +126,8 @@ WTQ = Evaluator("DUE deval -m WTQ", f"{_DUE}/wtq_scorer.py · 75c0f55 (ppasupat/
                 _per_answer(wtq_accuracy, "exact_match"))
 CHARTQA = Evaluator("Pix2Struct relaxed_correctness", "google-research/pix2struct · pix2struct/metrics.py · 945f27e",
                     _per_answer(relaxed_accuracy, "relaxed_acc"))
-ANLS = Evaluator("DocVQA RRC ANLS", "rrc.cvc.uab.es DocVQA script (as in EvolvingLMMs-Lab/lmms-eval 0.7.3 api/metrics.py)",
-                 _per_answer(anls, "anls"))
+ANLS = Evaluator("DocVQA RRC ANLS", "rrc.cvc.uab.es DocVQA script (= EvolvingLMMs-Lab/lmms-eval 0.7.3 "
+                 "api/metrics.py)", _per_answer(anls, "anls"))
 DEEPFORM = Evaluator("DUE deval -m F1 -i", f"{_DUE}/fscorer.py · 75c0f55", _f1(ignore_case=True))
 REC = Evaluator("Acc@IoU≥0.5 (mome box parser)", "mome.eval.metrics.rec (= lmms-eval 0.7.3 refcoco utils_rec.py on "
                 "its boxes)", _rec)
@@ -144,7 +144,8 @@ _BY_DATASET = {
 PROTOCOLS: dict[str, dict[tuple[str, str], Evaluator]] = {
     "official": {},
     # The MoME paper (App. B) follows InstructBLIP for the General group; InstructBLIP's numbers come from LAVIS.
-    "lavis": {("vqa_acc", "okvqa"): VQAEVAL_2016, ("vqa_acc", "vqav2"): VQAEVAL_2016, ("exact_match", "gqa"): GQA_LAVIS},
+    "lavis": {("vqa_acc", "okvqa"): VQAEVAL_2016, ("vqa_acc", "vqav2"): VQAEVAL_2016,
+              ("exact_match", "gqa"): GQA_LAVIS},
 }
 
 

@@ -46,7 +46,7 @@ _CURRENCY = {"€": "$", "£": "#"}
 # apostrophe).
 _TYPOGRAPHIC = str.maketrans({"’": "'", "‘": "`", "“": '"', "”": '"', "—": " -- ", "–": " -- ", "…": " ... ",
                               "½": "1/2", "¼": "1/4", "¾": "3/4", "⅓": "1/3", "⅔": "2/3",
-                              "¹": " ¹ ", "²": " ² ", "³": " ³ "})   # PTB writes vulgar fractions out, splits superscripts
+                              "¹": " ¹ ", "²": " ² ", "³": " ³ "})   # fractions written out, superscripts split
 # Characters outside the Basic Multilingual Plane (emoji): PTB cannot tokenise them and drops them.
 _ASTRAL = re.compile("[\U00010000-\U0010FFFF]")
 # Words that keep their final period (PTB treats them as abbreviations, not sentence ends).

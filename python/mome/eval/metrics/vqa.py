@@ -20,8 +20,8 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
-__all__ = ["normalize_vqa_punctuation", "digits_articles", "normalize_vqa_answer", "normalize_evalai_answer", "vqa_accuracy",
-           "textvqa_accuracy", "VQA_VERSIONS"]
+__all__ = ["normalize_vqa_punctuation", "digits_articles", "normalize_vqa_answer", "normalize_evalai_answer",
+           "vqa_accuracy", "textvqa_accuracy", "VQA_VERSIONS"]
 
 _VQA_PUNCT = [";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",", "?", "!"]
 _VQA_COMMA_NUMBER = re.compile(r"(\d)(,)(\d)")
