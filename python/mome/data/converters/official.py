@@ -7,8 +7,9 @@ folder holding ``coco/``, ``coco_2017/``, ``flickr30K/``, ``gqa/``, ``iconqa/``,
 strip a leading ``Datasets/`` and keep the rest as the record's image path, so that folder is the image root
 (``--images ROOT``, optional, checks that every image is there).
 
-Boxes are Shikra-style text, ``[x1,y1,x2,y2]`` normalised to [0, 1] (3 decimals, no spaces; several boxes as
-``[b1;b2]``; their ``demo_mome.py`` reads them so and draws ``x·width``, ``y·height``): in the answer for REC
+Boxes are Shikra-style text, ``[x1,y1,x2,y2]`` normalised to [0, 1] (3 decimals and no spaces in their examples;
+several boxes as ``[b1;b2]``: their ``demo_mome.py`` parses that pattern and draws ``x·width``, ``y·height``; the
+data files themselves are not in the release's repository): in the answer for REC
 ("... can you find the blue car right and tell me its coordinates?" → ``[0.616,0.602,0.987,0.864]``), in the question
 for REG ("... what sets the designated area [0.616,0.602,0.987,0.864] in image apart?" → a phrase). We read the first
 box of the answer (REC: the record's ``bbox``) or of the question (REG) and, unless ``verbatim``, rewrite every box
@@ -42,8 +43,8 @@ _GROUP_RE = re.compile(rf"\[\s*({_ONE}(?:\s*;\s*{_ONE})*)\s*\]")  # "[b]" or "[b
 
 
 def strip_prefix(image_path: str) -> str:
-    """Their ``image_path`` without its leading ``Datasets/`` (their loader removes every occurrence; paths hold one,
-    at the start)."""
+    """Their ``image_path`` without its leading ``Datasets/``. (Their loader removes every occurrence; we remove only
+    the prefix, so a folder of that name deeper in a path survives.)"""
     return image_path[len(PREFIX):] if image_path.startswith(PREFIX) else image_path
 
 
