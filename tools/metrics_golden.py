@@ -168,6 +168,26 @@ REC_CASES = [("[0.1, 0.2, 0.5, 0.6]", [0.1, 0.2, 0.5, 0.6]), ("[0.000, 0.000, 0.
              ("(0.1, 0.2, 0.5, 0.6)", [0.1, 0.2, 0.5, 0.6])]
 
 
+def random_strings(rng: random.Random, pieces: list[str], n: int, k: int = 3) -> list[str]:
+    return ["".join(rng.choice(pieces) for _ in range(rng.randint(0, k))) for _ in range(n)]
+
+
+_NUMBER_PIECES = ["1", "0", "5", "12", ".", ",", "%", "-", "+", "e3", " ", "$", "100", "0.05", "a", "inf", "_0"]
+_TEXT_PIECES = ["a", "b", "A", "ab", " ", "  ", "x", "ß", "é", "\t", "1", ",", ".", "-", "the ", "(c)", "[1]", '"',
+                "“", "”", "2010-05-", "xx", "01", ", "]
+
+
+def random_pairs(rng: random.Random, pieces: list[str], n: int) -> list[tuple[str, str]]:
+    pairs = []
+    for _ in range(n):
+        t = random_strings(rng, pieces, 1)[0]
+        # half the predictions are a small edit of the target, so matches and near misses both occur
+        p = t if rng.random() < 0.2 else (t + rng.choice(pieces) if rng.random() < 0.5 else
+                                         random_strings(rng, pieces, 1)[0])
+        pairs.append((p, t))
+    return pairs
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # The evaluators
 
@@ -398,22 +418,24 @@ def main() -> None:
         write("gqa", {"repository": None, "file": "eval.py (gqadataset.org eval.zip)", "commit": None},
               gqa_eval(args.gqa_eval, LABEL_CASES), "eval.py run on a one-question testdev file per case")
     write("chartqa_pix2struct", src.cite("google-research/pix2struct", "pix2struct/metrics.py"),
-          pix2struct_relaxed(src, CHARTQA_CASES), "aggregate_metrics(targets, predictions, relaxed_correctness) / 100")
+          pix2struct_relaxed(src, CHARTQA_CASES + random_pairs(rng, _NUMBER_PIECES, 200)), "aggregate_metrics(targets, predictions, relaxed_correctness) / 100")
     write("anls_rrc", {**lmms, "file": "lmms_eval/api/metrics.py", "function": "anls"}, lmms_anls(args.lmms_eval,
-          ANLS_CASES), "lmms-eval's verbatim copy of the DocVQA RRC script's ANLS (via Qwen-VL's infographicsvqa_eval)")
+          ANLS_CASES + [(p, [t]) for p, t in random_pairs(rng, _TEXT_PIECES, 200)]), "lmms-eval's verbatim copy of the DocVQA RRC script's ANLS (via Qwen-VL's infographicsvqa_eval)")
+    wtq_cases = WTQ_CASES + random_pairs(rng, _TEXT_PIECES + _NUMBER_PIECES, 200)
+    kie_cases = KIE_CASES + [[(p, [t] if t else []) for p, t in random_pairs(rng, _TEXT_PIECES, 30)] for _ in range(5)]
     with tempfile.TemporaryDirectory() as tmp:
         _due_package(src, Path(tmp), args.lmms_eval)
         write("deepform_due_f1", {**src.cite("due-benchmark/evaluator", "due_evaluator/scorers/fscorer.py"),
-                                  "command": "deval -m F1 -i"}, due_f1(KIE_CASES, True),
+                                  "command": "deval -m F1 -i"}, due_f1(kie_cases, True),
               "DueEvaluator(reference, answers, ignore_case=True, metric='F1'): general score and line_by_line; "
               "one document per record, key 'k', value = answers[0], value_variants = answers[1:]; "
               "an empty prediction is no annotation")
         write("tabfact_due_f1", {**src.cite("due-benchmark/evaluator", "due_evaluator/scorers/fscorer.py"),
-                                 "command": "deval -m F1"}, due_f1(KIE_CASES, False), "as deepform, case-sensitive")
+                                 "command": "deval -m F1"}, due_f1(kie_cases, False), "as deepform, case-sensitive")
         write("wtq_due", {**src.cite("due-benchmark/evaluator", "due_evaluator/scorers/wtq_scorer.py"),
-                          "command": "deval -m WTQ"}, due_wtq(WTQ_CASES),
+                          "command": "deval -m WTQ"}, due_wtq(wtq_cases),
               "WtqScorer.check_denotation(prediction.split(', '), answer.split(', '))")
-    write("wtq_official", src.cite("ppasupat/WikiTableQuestions", "evaluator.py"), official_wtq(src, WTQ_CASES),
+    write("wtq_official", src.cite("ppasupat/WikiTableQuestions", "evaluator.py"), official_wtq(src, wtq_cases),
           "evaluator.py 1.0.2 (Python 2 tokens rewritten) check_denotation(to_value_list(target), to_value_list(pred))"
           " without CoreNLP target values")
     write("rec_lmms_eval", {**lmms, "file": "lmms_eval/tasks/refcoco/utils_rec.py"}, lmms_rec(args.lmms_eval,
