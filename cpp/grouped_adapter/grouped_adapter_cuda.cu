@@ -36,6 +36,7 @@
 #include <c10/util/Half.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <limits>
 #include <vector>
 
@@ -316,8 +317,21 @@ __global__ void gather_rows_kernel(const char* __restrict__ src, const int64_t* 
   }
 }
 
+// The row kernels below are grid-stride loops, launched with at most max_blocks() blocks: 65535·8 by default, lowered
+// by the environment variable MOME_CUDA_MAX_BLOCKS (read once) so that a test can drive every loop through many
+// strides on a small problem (tests/cuda/test_grouped_adapter_cuda.py).
+int max_blocks() {
+  static const int cap = [] {
+    constexpr long kDefault = 65535L * 8;
+    const char* env = std::getenv("MOME_CUDA_MAX_BLOCKS");
+    const long v = env ? std::strtol(env, nullptr, 10) : 0;
+    return int(v > 0 ? std::min(v, kDefault) : kDefault);
+  }();
+  return cap;
+}
+
 int grid_for(int64_t n, int threads = 256) {
-  return int(std::min<int64_t>(std::max<int64_t>(1, (n + threads - 1) / threads), 65535LL * 8));
+  return int(std::min<int64_t>(std::max<int64_t>(1, (n + threads - 1) / threads), max_blocks()));
 }
 
 at::Tensor gather_rows(const at::Tensor& src, const at::Tensor& perm, cudaStream_t stream) {
@@ -326,15 +340,21 @@ at::Tensor gather_rows(const at::Tensor& src, const at::Tensor& perm, cudaStream
   const int64_t rows = s.size(0), row_bytes = s.numel() == 0 ? 0 : s.nbytes() / rows;
   if (s.numel() == 0) return dst;
   auto go = [&](auto vec) {
-    using V = decltype(vec);
+    using V = decltype(vec);  // divides the row size and the alignment of both pointers
     const int64_t row_vecs = row_bytes / int64_t(sizeof(V));
     gather_rows_kernel<V><<<grid_for(rows * row_vecs), 256, 0, stream>>>(
         static_cast<const char*>(s.data_ptr()), perm.data_ptr<int64_t>(), static_cast<char*>(dst.data_ptr()), rows,
         row_vecs);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   };
-  if (row_bytes % 16 == 0) go(uint4{});
-  else if (row_bytes % 4 == 0) go(uint32_t{});
+  // src may be a view with any storage offset (the unsorted path gathers x and grad_output as the caller gave them):
+  // the vector width must divide its address as well as the row size, or the loads fault (misaligned address).
+  const uintptr_t bits = reinterpret_cast<uintptr_t>(s.data_ptr()) | reinterpret_cast<uintptr_t>(dst.data_ptr()) |
+                         static_cast<uintptr_t>(row_bytes);
+  if (bits % 16 == 0) go(uint4{});
+  else if (bits % 8 == 0) go(uint2{});
+  else if (bits % 4 == 0) go(uint32_t{});
+  else if (bits % 2 == 0) go(uint16_t{});
   else go(uint8_t{});
   return dst;
 }
@@ -393,7 +413,8 @@ __global__ void augment_hidden_kernel(const T* __restrict__ hs, const int64_t* _
   }
 }
 
-// One warp per sorted row: s, dz (low precision for the GEMMs and float32 for db_down), A', dgate, gate·s.
+// One warp per sorted row, grid-stride (the grid is capped, T is not): s, dz (low precision for the GEMMs and float32
+// for db_down), A', dgate, gate·s.
 template <typename T>
 __global__ void backward_rows_kernel(const float* __restrict__ g_aug, const T* __restrict__ hs,
                                      const int64_t* __restrict__ offsets, int K, const int64_t* __restrict__ perm,
@@ -401,30 +422,32 @@ __global__ void backward_rows_kernel(const float* __restrict__ g_aug, const T* _
                                      float* __restrict__ dz32, T* __restrict__ a_aug, T* __restrict__ grad_gate,
                                      float* __restrict__ gs, int64_t rows, int R, int Rp) {
   const int lane = threadIdx.x % 32;
-  const int64_t i = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) / 32;
-  if (i >= rows) return;  // whole warps exit together: blockDim is a multiple of 32
-  const int e = expert_of_row(offsets, K, i);
-  const int64_t t = perm ? perm[i] : i;
-  const bool valid = e < K;
-  const float gate_t = gate ? float(gate[t]) : 1.f;
-  const float sc = valid ? float(scale[e]) : 0.f;
-  const float c = sc * gate_t;
-  const float* g = g_aug + i * Rp;
-  float s = 0.f;
-  for (int r = lane; r < R; r += 32) {
-    const float h = float(hs[i * R + r]), gr = g[r];
-    s += gr * h;
-    const float dzv = (valid && h > 0.f) ? c * gr : 0.f;
-    dz[i * R + r] = T(dzv);
-    dz32[i * R + r] = dzv;
-    a_aug[i * Rp + r] = T(c * h);
-  }
-  for (int j = R + lane; j < Rp; j += 32) a_aug[i * Rp + j] = T(j == R ? c : 0.f);
-  for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);  // fixed butterfly
-  if (lane == 0) {
-    s += g[R];
-    if (grad_gate) grad_gate[t] = T(valid ? sc * s : std::numeric_limits<float>::quiet_NaN());
-    gs[i] = valid ? gate_t * s : 0.f;
+  const int64_t warps = int64_t(gridDim.x) * (blockDim.x / 32);
+  // i is the same for the 32 lanes of a warp (blockDim is a multiple of 32): whole warps leave the loop together.
+  for (int64_t i = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) / 32; i < rows; i += warps) {
+    const int e = expert_of_row(offsets, K, i);
+    const int64_t t = perm ? perm[i] : i;
+    const bool valid = e < K;
+    const float gate_t = gate ? float(gate[t]) : 1.f;
+    const float sc = valid ? float(scale[e]) : 0.f;
+    const float c = sc * gate_t;
+    const float* g = g_aug + i * Rp;
+    float s = 0.f;
+    for (int r = lane; r < R; r += 32) {
+      const float h = float(hs[i * R + r]), gr = g[r];
+      s += gr * h;
+      const float dzv = (valid && h > 0.f) ? c * gr : 0.f;
+      dz[i * R + r] = T(dzv);
+      dz32[i * R + r] = dzv;
+      a_aug[i * Rp + r] = T(c * h);
+    }
+    for (int j = R + lane; j < Rp; j += 32) a_aug[i * Rp + j] = T(j == R ? c : 0.f);
+    for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);  // fixed butterfly
+    if (lane == 0) {
+      s += g[R];
+      if (grad_gate) grad_gate[t] = T(valid ? sc * s : std::numeric_limits<float>::quiet_NaN());
+      gs[i] = valid ? gate_t * s : 0.f;
+    }
   }
 }
 
@@ -452,6 +475,7 @@ __global__ void segment_sum_kernel(const float* __restrict__ in, int64_t ld, int
 template <typename T>
 void segment_sum(const at::Tensor& in, int64_t ld, int width, const at::Tensor& offsets, int64_t K, at::Tensor& out,
                  cudaStream_t stream) {
+  if (width == 0) return;  // R = 0: db_down is empty, and a grid of 0 blocks is an invalid launch
   const dim3 grid((width + 31) / 32, unsigned(K)), block(32, 32);
   segment_sum_kernel<T><<<grid, block, 0, stream>>>(in.data_ptr<float>(), ld, width, offsets.data_ptr<int64_t>(),
                                                      in.size(0), out.data_ptr<T>());

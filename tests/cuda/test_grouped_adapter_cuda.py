@@ -10,6 +10,7 @@ Tests named `test_small_*` use tiny shapes and are the list tools/gpu_check.sh r
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -244,14 +245,93 @@ def test_no_host_sync_and_graph_capture(entry):
         assert torch.equal(a, b)
 
 
-def test_small_unaligned_storage_is_copied():
-    """A view whose data pointer is not 16-byte aligned gives the same result as a fresh tensor."""
-    x, ids, *params = _inputs(T=33, D=64, R=16, K=3, dtype=torch.float16)
-    flat = torch.empty(x.numel() + 1, device=DEV, dtype=x.dtype)
-    x_odd = flat[1:].view_as(x)
-    x_odd.copy_(x)
-    assert x_odd.data_ptr() % 16 != 0
-    assert torch.equal(ops.grouped_adapter(x_odd, ids, *params), ops.grouped_adapter(x, ids, *params))
+def _odd(t):
+    """The values of t in a view 2 bytes (float16) past a 16-byte boundary: contiguous, misaligned."""
+    flat = torch.empty(t.numel() + 1, device=t.device, dtype=t.dtype)
+    out = flat[1:].view_as(t)
+    out.copy_(t)
+    assert out.is_contiguous() and out.data_ptr() % 16 != 0
+    return out
+
+
+@pytest.mark.parametrize("entry", ["unsorted", "sorted"])
+def test_small_unaligned_storage(entry):
+    """x and grad_output in misaligned views (the unsorted path gathers them with vector loads that must fit their
+    address) give the same bits as fresh tensors, forward and backward."""
+    inputs = _inputs(T=33, D=64, R=16, K=3, dtype=torch.float16)
+    if entry == "sorted":
+        inputs, _ = _sorted(inputs)
+    x, routing, *params = inputs
+    name = "grouped_adapter" if entry == "unsorted" else "grouped_adapter_sorted"
+    raw, backward = getattr(torch.ops.mome, name), getattr(torch.ops.mome, f"{name}_backward")
+    y, h = raw(x, routing, *params)
+    y_odd, h_odd = raw(_odd(x), routing, *params)
+    assert torch.equal(y_odd, y) and torch.equal(h_odd, h)
+    g = torch.randn_like(y)
+    want = backward(g, x, routing, h, *params)
+    got = backward(_odd(g), _odd(x), routing, _odd(h), *params)
+    for a, b in zip(got, want):
+        assert torch.equal(a, b)
+    torch.cuda.synchronize()  # a misaligned access would surface here (and poison every later test)
+
+
+@pytest.mark.parametrize("dtype", (torch.bfloat16, torch.float32), ids=str)
+@pytest.mark.parametrize("entry", ["unsorted", "sorted"])
+def test_small_rank_zero(dtype, entry):
+    """R = 0 (an empty bottleneck): y = gate·scale·b_up, the empty weights get empty gradients (no zero-block launch)."""
+    inputs = _inputs(T=40, D=16, R=0, K=3, counts=[10, 0, 30], dtype=dtype, requires_grad=True)
+    fn, ref = ops.grouped_adapter, reference.grouped_adapter
+    if entry == "sorted":
+        inputs, _ = _sorted(inputs)
+        fn, ref = ops.grouped_adapter_sorted, reference.grouped_adapter_sorted
+    assert ops.backend(fn.__name__, DEV, dtype) == "cuda-kernel"
+    g = torch.randn(40, 16, device=DEV, dtype=dtype)
+    got = _fwd_bwd(fn, inputs, g)
+    want = _fwd_bwd_ref(ref, inputs, g)
+    torch.cuda.synchronize()
+    for name, a, b in zip(("y", "x", "w_down", "b_down", "w_up", "b_up", "scale", "gate"), got, want):
+        b = torch.zeros_like(a) if b is None else b
+        assert a.shape == b.shape, name
+        torch.testing.assert_close(a, b, msg=lambda m: f"{name}: {m}")
+
+
+_GRID_CAP = """
+import sys, torch
+from mome import ops
+from tests.ops.cases import adapter_inputs
+torch.manual_seed(0)
+x, ids, *p = adapter_inputs(T=3001, D=64, R=16, K=4, counts=[1000, 0, 1990, 11])
+leaves = [t.to("cuda", torch.bfloat16).requires_grad_() for t in (x, *p)]
+ids = ids.cuda()
+y = ops.grouped_adapter(leaves[0], ids, *leaves[1:])
+grads = torch.autograd.grad(y, leaves, torch.ones_like(y))
+torch.save([t.cpu() for t in (y, *grads)], sys.argv[1])
+"""
+
+
+def test_small_grid_stride_loops_under_a_small_grid_cap(tmp_path):
+    """The row kernels are grid-stride loops under a capped grid (65535·8 blocks; past 4,194,240 rows the backward row
+    kernel used to leave rows unwritten). MOME_CUDA_MAX_BLOCKS=1 and 3 make every loop stride many times over 3001
+    rows: the results must be the bits of the uncapped run."""
+    results = {}
+    for cap in ("", "1", "3"):
+        path = tmp_path / f"cap{cap or 'none'}.pt"
+        env = {**os.environ, "MOME_CUDA_MAX_BLOCKS": cap, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+        proc = subprocess.run([sys.executable, "-c", _GRID_CAP, str(path)], capture_output=True, text=True,
+                              timeout=300, env=env)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+        results[cap] = torch.load(path)
+    for cap in ("1", "3"):
+        for a, b in zip(results[cap], results[""]):
+            assert torch.equal(a, b), cap
+
+
+def test_small_expert_limit_falls_back():
+    """K ≥ 4096 is beyond the kernel (checked there with a message); mome.ops runs the reference instead."""
+    x, ids, *p = _inputs(T=24, D=16, R=8, K=4096, dtype=torch.bfloat16)
+    torch.testing.assert_close(ops.grouped_adapter(x, ids, *p), reference.grouped_adapter(x, ids, *p))
+    with pytest.raises(ValueError, match="4096 experts"):
+        torch.ops.mome.grouped_adapter(x, ids, *p)
 
 
 def test_small_misaligned_sizes_fall_back_or_raise():

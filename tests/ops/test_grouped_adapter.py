@@ -166,3 +166,26 @@ def test_bad_input_names_the_argument(name, kwargs, exc):
 def test_bad_input_to_raw_op_names_the_argument(name, kwargs, exc):
     with pytest.raises((ValueError, TypeError, RuntimeError), match=name):
         torch.ops.mome.grouped_adapter(*kwargs.values())
+
+
+@pytest.mark.parametrize("entry", ["unsorted", "sorted"])
+def test_rank_zero(entry):
+    # R = 0 (an empty bottleneck): y = gate · scale · b_up, gradients of the empty weights are empty, grad x is zero.
+    # The contract the CUDA kernel keeps too (tests/cuda: test_small_rank_zero).
+    x, ids, wd, bd, wu, bu, s, g = adapter_inputs(T=13, D=6, R=0, K=3, counts=[5, 0, 8], requires_grad=True)
+    args = [x, ids, wd, bd, wu, bu, s, g]
+    fn, ref = ops.grouped_adapter, reference.grouped_adapter
+    if entry == "sorted":
+        perm = torch.argsort(ids, stable=True)
+        x_s, g_s = x[perm], g[perm]
+        args = [x_s, torch.tensor([0, 5, 5, 13]), wd, bd, wu, bu, s, g_s]
+        fn, ref = ops.grouped_adapter_sorted, reference.grouped_adapter_sorted
+    out, expected = fn(*args), ref(*args)
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+    dy = torch.randn_like(out)
+    grads = torch.autograd.grad(out, [x, wd, bd, wu, bu, s, g], dy, retain_graph=True)
+    assert torch.equal(grads[0], torch.zeros_like(x))
+    for grad, p in zip(grads[1:4], (wd, bd, wu)):
+        assert grad.shape == p.shape and grad.numel() == 0
+    for a, b in zip(grads[4:], torch.autograd.grad(expected, [bu, s, g], dy)):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
