@@ -29,19 +29,31 @@ struct alignas(sizeof(T) * V) Pack {
   T v[V];
 };
 
-template <typename T, int V>
+// Aligned: one 16-byte access (p must be V·sizeof(T)-aligned). Not aligned: the same V elements read or written one
+// by one, for pointers that allow no vector access; the arithmetic on the V values, and so the result, is the same.
+template <typename T, int V, bool Aligned = true>
 __device__ __forceinline__ void load_acc(const T* __restrict__ p, acc_t<T> (&out)[V]) {
-  const Pack<T, V> pk = *reinterpret_cast<const Pack<T, V>*>(p);
+  if constexpr (Aligned) {
+    const Pack<T, V> pk = *reinterpret_cast<const Pack<T, V>*>(p);
 #pragma unroll
-  for (int i = 0; i < V; ++i) out[i] = static_cast<acc_t<T>>(pk.v[i]);
+    for (int i = 0; i < V; ++i) out[i] = static_cast<acc_t<T>>(pk.v[i]);
+  } else {
+#pragma unroll
+    for (int i = 0; i < V; ++i) out[i] = static_cast<acc_t<T>>(p[i]);
+  }
 }
 
-template <typename T, int V>
+template <typename T, int V, bool Aligned = true>
 __device__ __forceinline__ void store_acc(T* __restrict__ p, const acc_t<T> (&in)[V]) {
-  Pack<T, V> pk;
+  if constexpr (Aligned) {
+    Pack<T, V> pk;
 #pragma unroll
-  for (int i = 0; i < V; ++i) pk.v[i] = static_cast<T>(in[i]);
-  *reinterpret_cast<Pack<T, V>*>(p) = pk;
+    for (int i = 0; i < V; ++i) pk.v[i] = static_cast<T>(in[i]);
+    *reinterpret_cast<Pack<T, V>*>(p) = pk;
+  } else {
+#pragma unroll
+    for (int i = 0; i < V; ++i) p[i] = static_cast<T>(in[i]);
+  }
 }
 
 // Sum over aligned groups of G lanes (G a power of two ≤ 32), a butterfly of fixed shape: every lane of the group gets
@@ -74,15 +86,19 @@ inline int next_pow2(int64_t x) {
   return p;
 }
 
+// Whether every pointer is 16-byte aligned.
+inline bool aligned16(std::initializer_list<const void*> ptrs) {
+  for (const void* p : ptrs) {
+    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
+  }
+  return true;
+}
+
 // Elements per 16-byte pack when D splits into packs and every pointer is 16-byte aligned; else 1 (scalar accesses).
 template <typename T>
 inline int pack_width(int64_t D, std::initializer_list<const void*> ptrs) {
   constexpr int V = 16 / sizeof(T);
-  if (D % V != 0) return 1;
-  for (const void* p : ptrs) {
-    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return 1;
-  }
-  return V;
+  return (D % V == 0 && aligned16(ptrs)) ? V : 1;
 }
 
 __host__ __device__ inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }

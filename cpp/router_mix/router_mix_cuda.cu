@@ -1,7 +1,7 @@
 // CUDA kernels of mome::router_mix (see router_mix.h): out[b] = Σ_n weights[b, n] · features[n, b].
 //
-// Both directions are one streaming pass over features; work is counted in 16-byte packs of V elements (V = 1 when
-// L·D or a pointer does not allow packs), accumulation in float32 (float64 for double).
+// Both directions are one streaming pass over features; work is counted in packs of V elements (16 bytes; V = 1 when
+// L·D does not split into them), accumulation in float32 (float64 for double).
 //   forward   one thread per output pack: reads the N feature packs and weights[b, :], writes one pack.
 //             Bytes: (N + 1)·B·L·D·sizeof(T) (+ B·N weights).
 //   backward  grid (K, B): block k of sample b owns a contiguous range of packs. For each expert n it writes
@@ -10,7 +10,9 @@
 //             partial[b, n, 0..K) in order. No atomics: grad_weights is the same bits on every run. The block's
 //             grad_out range (≤ 32 KiB) is re-read N times from L1/L2, not from HBM.
 //             Bytes: (2N + 1)·B·L·D·sizeof(T) (+ 4·B·N·K partials).
-// K depends on the shape only (≤ 2048 packs per block), never on the device, so the reduction order is fixed.
+// The reduction order depends on the shape only: V from L·D and the dtype, K from the packs (≤ 2048 per block), never
+// on the device or on pointer alignment. A pointer that allows no 16-byte access (a view with an odd storage offset)
+// reads the same packs element by element, so grad_weights is the same bits for an aligned and a misaligned input.
 #include <ATen/Dispatch.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
@@ -57,7 +59,7 @@ __global__ void __launch_bounds__(kThreads)
   cuda::store_acc<T, V>(out + b * LD + i, acc);
 }
 
-template <typename T, int V>
+template <typename T, int V, bool Aligned>
 __global__ void __launch_bounds__(kThreads)
     backward_kernel(const T* __restrict__ grad_out,   // (B, LD)
                     const T* __restrict__ features,   // (N, B, LD)
@@ -79,14 +81,14 @@ __global__ void __launch_bounds__(kThreads)
     A dot = A(0);
     for (int64_t p = lo + threadIdx.x; p < hi; p += blockDim.x) {
       A gv[V], x[V], y[V];
-      cuda::load_acc<T, V>(g + p * V, gv);
-      cuda::load_acc<T, V>(f + p * V, x);
+      cuda::load_acc<T, V, Aligned>(g + p * V, gv);
+      cuda::load_acc<T, V, Aligned>(f + p * V, x);
 #pragma unroll
       for (int j = 0; j < V; ++j) {
         dot += gv[j] * x[j];
         y[j] = wn * gv[j];
       }
-      cuda::store_acc<T, V>(gf + p * V, y);
+      cuda::store_acc<T, V, Aligned>(gf + p * V, y);
     }
     dot = cuda::block_sum(dot, scratch);
     if (threadIdx.x == 0) partial[(b * N + n) * K + k] = dot;
@@ -164,19 +166,22 @@ std::tuple<at::Tensor, at::Tensor> router_mix_backward_cuda(const at::Tensor& gr
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, f.scalar_type(), "router_mix_backward_cuda", [&] {
     using A = acc_t<scalar_t>;
     constexpr int VP = 16 / sizeof(scalar_t);
-    const int V = cuda::pack_width<scalar_t>(LD, {go.data_ptr(), f.data_ptr(), grad_f.data_ptr()});
+    const int V = LD % VP == 0 ? VP : 1;  // the shape alone: it fixes which elements each thread sums
+    const bool aligned = cuda::aligned16({go.data_ptr(), f.data_ptr(), grad_f.data_ptr()});
     const int64_t K = cuda::ceil_div(LD / V, kPacksPerBlock);
     TORCH_CHECK_VALUE(B <= 65535, "router_mix CUDA backward: batch size must be ≤ 65535, got ", B);
     auto partial = at::empty({B, N, K}, f.options().dtype(c10::CppTypeToScalarType<A>::value));
     const dim3 grid(static_cast<unsigned>(K), static_cast<unsigned>(B));
-    if (V == VP) {
-      backward_kernel<scalar_t, VP><<<grid, kThreads, 0, stream>>>(
-          go.data_ptr<scalar_t>(), f.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(), grad_f.data_ptr<scalar_t>(),
-          partial.data_ptr<A>(), N, B, LD);
+    auto launch = [&](auto kernel) {
+      kernel<<<grid, kThreads, 0, stream>>>(go.data_ptr<scalar_t>(), f.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(),
+                                            grad_f.data_ptr<scalar_t>(), partial.data_ptr<A>(), N, B, LD);
+    };
+    if (V == 1) {
+      launch(backward_kernel<scalar_t, 1, true>);
+    } else if (aligned) {
+      launch(backward_kernel<scalar_t, VP, true>);
     } else {
-      backward_kernel<scalar_t, 1><<<grid, kThreads, 0, stream>>>(
-          go.data_ptr<scalar_t>(), f.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(), grad_f.data_ptr<scalar_t>(),
-          partial.data_ptr<A>(), N, B, LD);
+      launch(backward_kernel<scalar_t, VP, false>);
     }
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     reduce_partials_kernel<scalar_t><<<blocks_for(B * N), kThreads, 0, stream>>>(
