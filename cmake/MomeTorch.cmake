@@ -40,6 +40,15 @@ if(MOME_CUDA_ENABLED)
   set(CMAKE_CUDA_STANDARD 20)
   set(CMAKE_CUDA_STANDARD_REQUIRED ON)
   enable_language(CUDA)
+  # PTX of the newest listed architecture rides along (`+PTX`), so a GPU newer than all of them JIT-compiles it at
+  # load instead of failing with "no kernel image is available". Not added when the list already names PTX.
+  if(NOT MOME_CUDA_ARCHS MATCHES "PTX")
+    set(_archs ${MOME_CUDA_ARCHS})
+    list(SORT _archs COMPARE NATURAL)
+    list(POP_BACK _archs _newest)
+    list(APPEND _archs "${_newest}+PTX")
+    set(MOME_CUDA_ARCHS "${_archs}")  # shadows the cache entry; build_info reports this list
+  endif()
   set(ENV{TORCH_CUDA_ARCH_LIST} "${MOME_CUDA_ARCHS}")
   set(TORCH_CUDA_ARCH_LIST "${MOME_CUDA_ARCHS}")
   # A minimal toolkit has no nvrtc; the CUDA torch wheel ships one (nvidia/cu13/lib or nvidia/cuda_nvrtc/lib).

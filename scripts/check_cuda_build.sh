@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Compile-only check of the CUDA build (no GPU needed): a second env with the CUDA 13 torch wheel and the CUTLASS
-# headers, a wheel built for sm_80 and sm_90, installed, imported (catches unresolved kernel symbols) and reported by
+# headers, a wheel built for sm_80 and sm_90 (+ PTX of sm_90, cmake/MomeTorch.cmake), installed, imported (catches unresolved kernel symbols) and reported by
 # `python -m mome.info`; then the CPU op tests run against that build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,8 +17,9 @@ fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check --quiet)
 "${PIP[@]}" install --upgrade pip
 "${PIP[@]}" install "torch==2.14.1" numpy scikit-build-core pybind11 ninja "cmake>=3.26" pytest expecttest
-# --no-deps: the wheel's own dependencies would replace cuda-bindings; only its headers are used.
-"${PIP[@]}" install --no-deps nvidia-cutlass
+# --no-deps: the wheel's own dependencies would replace cuda-bindings; only its headers are used. Pinned: the CUTLASS
+# 2.x grouped-GEMM API of cpp/grouped_adapter is tested with 4.2.0 (tools/gpu_check.sh --pack carries the same).
+"${PIP[@]}" install --no-deps nvidia-cutlass==4.2.0.0
 
 rm -rf build/cuda-wheel
 start=$(date +%s)
