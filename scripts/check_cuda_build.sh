@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Compile-only check of the CUDA build (no GPU needed): a second env with the CUDA 13 torch wheel and the CUTLASS
-# headers, a wheel built for sm_80 and sm_90 (+ PTX of sm_90, cmake/MomeTorch.cmake), installed, imported (catches unresolved kernel symbols) and reported by
-# `python -m mome.info`; then the CPU op tests run against that build.
+# headers, a wheel built for sm_80 and sm_90 (plus sm_90 PTX, cmake/MomeTorch.cmake), installed, imported (catches
+# unresolved kernel symbols) and reported by `python -m mome.info`; then the CPU op tests run against that build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV_CUDA:-.venv-cuda}
