@@ -1,257 +1,327 @@
 #!/usr/bin/env bash
-# The GPU check of mome: build the CUDA kernels, test them, run compute-sanitizer over them, benchmark them.
-# Written for the lent device machine (one H100, sm_90; torch 2.11+cu130, nvcc, cmake, ninja, pybind11,
-# scikit-build-core preinstalled; nothing can be downloaded there), run from the repository root:
+# The GPU check of mome, in ONE device call: build the CUDA kernels for sm_90, run the CUDA tests, compute-sanitizer
+# memcheck and racecheck on small selections, and the GPU benchmark cases of the kernel issues with their bytes floors.
 #
-#     tools/gpu_check.sh [STEP ...]        default: all steps in order
+#     bash tools/gpu_check.sh [STEP ...]      on the GPU machine (default: every step, in the order below)
+#     bash tools/gpu_check.sh --dry-run       here / in CI, on the CPU: the same steps and the same summary, nothing
+#                                             CUDA runs (the build is skipped: scripts/check_cuda_build.sh compiles it;
+#                                             tests/cuda collects and skips; sanitizers run the selections without
+#                                             compute-sanitizer; benchmarks run their CPU path with one repetition)
+#     bash tools/gpu_check.sh --pack          here, once: CUTLASS 4.2.0.0 headers -> .gpu_carry/cutlass.tar.gz
+#     bash tools/gpu_check.sh --list          the steps and their time budgets
 #
-# Steps (each logs to its own file; a failing step is recorded and the next one still runs):
-#     env        nvidia-smi, python / torch / nvcc / compute-sanitizer versions
-#     build      pip install --no-build-isolation for arch 9.0 (incremental in build/gpu when the machine is warm)
-#     info       python -m mome.info
-#     test-cpu   the CPU test suite (everything but tests/cuda)
-#     test-cuda  tests/cuda
-#     memcheck   compute-sanitizer --tool memcheck over a reduced tests/cuda selection
-#     racecheck  compute-sanitizer --tool racecheck over a smaller one
-#     bench      bench/deform_attn.py and bench/router_mix.py on the GPU (JSON results)
-#     adapter-test       grouped adapter (CUTLASS): tests/cuda/test_grouped_adapter_cuda.py (needs CUTLASS, see below)
-#     adapter-memcheck   compute-sanitizer memcheck over its test_small_* list
-#     adapter-racecheck  compute-sanitizer racecheck over the same list
-#     adapter-bench      bench/grouped_adapter.py --device cuda and bench/mole_llama.py (7B-shaped LLaMA, MoLE overhead)
+# The device machine (H200, sm_90; torch 2.11+cu130, Python 3.12, nvcc 13, cmake, ninja, scikit-build-core, pybind11,
+# pytest, compute-sanitizer; no network, no nvidia-cutlass) allows 10 minutes per command and 15 minutes of device
+# time per issue, start-up included. So: one call, carrying the CUTLASS headers,
+#     run(command="bash tools/gpu_check.sh", carry=[".gpu_carry"], timeout_s=600)
+# Each step runs in its own process under its own time budget (STEP_BUDGET below, 620 s in all; GPU_CHECK_BUDGET_<step>
+# with '-' as '_' overrides one; 3× in the dry run), and no step starts past GPU_CHECK_DEADLINE (default 540 s; a
+# running step is cut there), so the call ends inside its 10 minutes: a step that no longer fits is recorded as
+# skipped (deadline). A failing step never stops the next. Expected, unmeasured (no GPU has run this yet): 6–8
+# minutes, the build 1.5–3 of them, each sanitizer process 15–30 s of start-up. A rerun of some steps on the
+# still-warm machine (its 30 s idle window) rebuilds incrementally: `bash tools/gpu_check.sh build test-grouped-adapter`.
+# The device tool's reply shows the output's last 12,000 characters: the summary table is printed last.
 #
-# One device call runs at most 10 minutes, and a machine left idle for 30 s is given back bare, so split the work
-# into calls issued back to back; each re-runs `build` (seconds when warm, an estimated 3–5 min on a fresh machine:
-# if the machine was given back in between, drop a step from that call):
-#     call 1:  tools/gpu_check.sh env build info test-cuda        (cold: ~6 min)
-#     call 2:  tools/gpu_check.sh build test-cpu memcheck         (warm: ~7 min)
-#     call 3:  tools/gpu_check.sh build racecheck bench           (warm: ~7 min)
-# Per-step time limits (seconds) are the STEP_TIMEOUT_* variables below (override from the environment); the three
-# calls stay within about 25 minutes of device time. All estimates are unmeasured: no GPU was lent when this was written.
-#
-# Inputs carried to the machine (ignored folders named in the device tool's `carry`):
-#     .whl/  wheels the image lacks, installed with --no-deps into /tmp/site (PYTHONPATH): nvidia-cutlass (headers for
-#            the grouped adapter: `pip download --no-deps nvidia-cutlass==4.2.0.0 -d .whl`, see
-#            /work/.library/device/README.md for the platform flags).
-#     MOME_CUTLASS_DIR may point at a CUTLASS source tree instead.
-#
-# Outputs under $OUT (at most 8 files come back): summary.txt (one line per step: status, seconds, log),
-# logs.tar.gz (every log and JSON, refreshed after each step so a call killed at its limit still returns them),
-# and the benchmark JSONs. Without $OUT (not on the device machine) everything goes to ./gpu_check_out.
+# Under $OUT (what comes back: at most 8 files), written as it goes, so a run killed at its limit still returns them:
+#     summary.json   every step: status (pass / fail / timeout / skipped / pending), rc, seconds, budget, test and
+#                    sanitizer counts, log; plus commit, date, GPU, mode. Rewritten after each step.
+#     summary.txt    the same as a table (also printed at the end)
+#     logs.tar.gz    every step's log and junit XML, refreshed after each step
+#     bench_*.json   the benchmark results (times, bytes moved, floor, fraction of the floor; bench/common.py)
+# Without $OUT (not on the device machine) everything goes to build/gpu_check_out.
 set -uo pipefail
-
 cd "$(dirname "$0")/.."
-OUT="${OUT:-$PWD/gpu_check_out}"
-WORK="${GPU_CHECK_WORK:-/tmp/gpu_check}"   # logs accumulate here across calls on a warm machine
-mkdir -p "$OUT" "$WORK"
-PY="${PYTHON:-python3}"
-export PYTHONUNBUFFERED=1
-export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
 
-: "${STEP_TIMEOUT_env:=60}"
-: "${STEP_TIMEOUT_build:=360}"
-: "${STEP_TIMEOUT_info:=60}"
-: "${STEP_TIMEOUT_test_cpu:=180}"
-: "${STEP_TIMEOUT_test_cuda:=240}"
-: "${STEP_TIMEOUT_memcheck:=360}"
-: "${STEP_TIMEOUT_racecheck:=150}"
-: "${STEP_TIMEOUT_bench:=360}"
-: "${STEP_TIMEOUT_adapter_test:=300}"
-: "${STEP_TIMEOUT_adapter_memcheck:=420}"
-: "${STEP_TIMEOUT_adapter_racecheck:=300}"
-: "${STEP_TIMEOUT_adapter_bench:=540}"
-
-ALL_STEPS=(env build info test-cpu test-cuda memcheck racecheck bench adapter-test adapter-memcheck adapter-racecheck
-           adapter-bench)
-
-# Tests under compute-sanitizer run ~10–50× slower: small shapes only, every kernel and dtype path still covered.
-MEMCHECK_SELECTION=(
-  "tests/cuda/test_deform_attn_cuda.py::test_matches_reference_fp64"
-  "tests/cuda/test_deform_attn_cuda.py::test_float32_locations_with_float64_values"
-  "tests/cuda/test_deform_attn_cuda.py::test_misaligned_value_takes_scalar_path_with_identical_result"
-  "tests/cuda/test_deform_attn_cuda.py::test_nonfinite_locations_read_zero"
-  "tests/cuda/test_deform_attn_cuda.py::test_empty_inputs"
-  "tests/cuda/test_deform_attn_cuda.py::test_inconsistent_layout_never_reads_out_of_bounds"
-  "tests/cuda/test_deform_attn_cuda.py::test_head_dims_float32"
-  "tests/cuda/test_router_mix_cuda.py::test_matches_reference_fp64"
-  "tests/cuda/test_router_mix_cuda.py::test_one_hot_weights_select_one_expert"
+STEPS=(env build info test-deform-attn test-router-mix test-grouped-adapter memcheck-deform-attn memcheck-router-mix
+       memcheck-grouped-adapter racecheck bench-deform-attn bench-router-mix bench-grouped-adapter)
+declare -A STEP_BUDGET=(  # seconds
+  [env]=15 [build]=180 [info]=15 [test-deform-attn]=60 [test-router-mix]=30 [test-grouped-adapter]=75
+  [memcheck-deform-attn]=40 [memcheck-router-mix]=25 [memcheck-grouped-adapter]=45 [racecheck]=40
+  [bench-deform-attn]=45 [bench-router-mix]=20 [bench-grouped-adapter]=40
 )
-MEMCHECK_FILTER="not 37_37 and not 35_58 and not 3x8x576"  # drop the largest parametrisations
-RACECHECK_SELECTION=(
-  "tests/cuda/test_deform_attn_cuda.py::test_matches_reference_fp64"
-  "tests/cuda/test_deform_attn_cuda.py::test_inconsistent_layout_never_reads_out_of_bounds"
-  "tests/cuda/test_router_mix_cuda.py::test_matches_reference_fp64"
-)
-RACECHECK_FILTER="16_16 or 7_11 or 5_7 or 3x2x16 or 4x3x256 or inconsistent"
+
+one_line() { tr -s '[:space:]' ' ' <<<"$1"; }  # pytest's -k takes no newlines
+
+# Sanitizer selections: small shapes, every kernel and access path (pack / scalar / misaligned, empty, guarded reads);
+# one process per op for memcheck (an error there can be sticky: it must not hide the next op's), never -x.
+MEMCHECK_DEFORM_ATTN=(tests/cuda/test_deform_attn_cuda.py
+  -k "$(one_line "test_matches_reference_fp64 and (16_16-D4 or 7_11 or 5_7x3_2x1_1 or 4_4 or 16_16-D176 or 3_3-D66)
+      or test_float32_locations or test_misaligned_value or test_nonfinite or test_empty_inputs
+      or test_inconsistent_layout or test_head_dims_float32 and 96")")
+MEMCHECK_ROUTER_MIX=(tests/cuda/test_router_mix_cuda.py
+  -k "test_matches_reference_fp64 and not 3x8x576 or test_one_hot or test_misaligned_input")
+MEMCHECK_GROUPED_ADAPTER=(tests/cuda/test_grouped_adapter_cuda.py
+  -k "test_small_ and not gradcheck and not grid_stride and not expert_limit")
+# racecheck (shared memory: cub's sort, the block reductions, the counting sort, the CUTLASS GEMMs): one small case each.
+RACECHECK=(tests/cuda/test_deform_attn_cuda.py tests/cuda/test_router_mix_cuda.py tests/cuda/test_grouped_adapter_cuda.py
+  -k "$(one_line "test_matches_reference_fp64 and (16_16-D4 or 3_3-D66 or 4x3x256x96) or test_inconsistent_layout
+      or test_small_sorted_equals_unsorted and T300 or test_small_rank_zero and float32")")
+
+usage() { sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 
 log() { echo "[gpu_check $(date -u +%H:%M:%S)] $*"; }
 
-snapshot() {  # everything so far into $OUT, small enough to come back
-  tar -C "$WORK" -czf "$OUT/logs.tar.gz.tmp" . 2>/dev/null && mv "$OUT/logs.tar.gz.tmp" "$OUT/logs.tar.gz"
-  cp "$WORK/summary.txt" "$OUT/summary.txt" 2>/dev/null
-  for f in "$WORK"/bench_*.json; do [ -e "$f" ] && cp "$f" "$OUT/"; done
-  return 0
-}
+# --------------------------------------------------------------------------------------------------------------------
+# The steps. Each runs in a child bash (`--run-step NAME`) under `timeout`; $DRY is 1 for --dry-run.
 
-run_step() {
-  local step="$1" fn="step_${1//-/_}" limit_var="STEP_TIMEOUT_${1//-/_}"
-  local limit="${!limit_var:-600}" logf="$WORK/$step.log" start rc status
-  if ! declare -F "$fn" >/dev/null; then
-    log "unknown step '$step' (known: ${ALL_STEPS[*]})"
-    echo "$step UNKNOWN" >>"$WORK/summary.txt"
-    return 0
-  fi
-  log "step $step (limit $limit s) -> $logf"
-  start=$(date +%s)
-  # The step runs in a child bash under `timeout`, which signals the child's whole process group (pytest, nvcc, ...).
-  timeout -k 15 "$limit" bash "$0" --run-step "$step" >"$logf" 2>&1
-  rc=$?
-  local secs=$(( $(date +%s) - start ))
-  case "$rc" in
-    0) status=PASS ;;
-    124|137) status="TIMEOUT(${limit}s)" ;;
-    *) status="FAIL(rc=$rc)" ;;
-  esac
-  printf '%-10s %-16s %5ss  %s\n' "$step" "$status" "$secs" "$step.log" >>"$WORK/summary.txt"
-  log "step $step: $status in ${secs}s"
-  tail -n 15 "$logf"
-  snapshot
-}
-
-# ---------------------------------------------------------------------------------------------------------------------
 step_env() {
-  nvidia-smi || true
+  uname -a
+  nvidia-smi || echo "nvidia-smi: not available"
   "$PY" -c "import sys, torch; print(sys.version); print('torch', torch.__version__, 'cuda', torch.version.cuda, \
 'device', torch.cuda.get_device_name() if torch.cuda.is_available() else None)"
-  nvcc --version || true
-  compute-sanitizer --version || true
+  nvcc --version | tail -2 || echo "nvcc: not available"
+  compute-sanitizer --version | head -2 || echo "compute-sanitizer: not available"
   cmake --version | head -1; ninja --version
-  "$PY" -m pip list 2>/dev/null | grep -i -E "^(torch|transformers|pytest|scikit-build-core|pybind11|nvidia-cutlass|expecttest) "
-}
-
-carried_wheels() {  # .whl/*.whl (nvidia-cutlass, expecttest, ...) -> /tmp/site on PYTHONPATH
-  if compgen -G ".whl/*.whl" >/dev/null; then
-    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  fi
-  [ -d /tmp/site ] && export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
-  if [ -z "${MOME_CUTLASS_DIR:-}" ] && [ -d /tmp/site/cutlass_library/source/include ]; then
-    export MOME_CUTLASS_DIR=/tmp/site/cutlass_library/source
-  fi
+  "$PY" -m pip list 2>/dev/null | grep -i -E "^(torch|pytest|pytest-timeout|scikit-build-core|pybind11|nvidia-cutlass|expecttest|transformers) "
+  echo "CUTLASS for the build: $(cutlass_root || echo '<none>')"
+  echo "nproc $(nproc)"
   return 0
 }
 
 step_build() {
-  carried_wheels
-  echo "CUTLASS: ${MOME_CUTLASS_DIR:-<none: the grouped adapter gets no CUDA kernel>}"
-  MOME_WITH_CUDA=ON MOME_CUDA_ARCHS="9.0" "$PY" -m pip install --no-build-isolation --no-deps -v \
-    -C build-dir=build/gpu . || return 1
-  "$PY" - <<'EOF'
-import torch
+  local cutlass
+  cutlass=$(cutlass_root) || cutlass=""
+  local -a cmd=(env MOME_WITH_CUDA=ON MOME_CUDA_ARCHS=9.0 MOME_CUTLASS_DIR="$cutlass"
+                CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" "$PY" -m pip install --no-build-isolation --no-deps --no-index
+                -v -C build-dir="$WORK/build" .)
+  echo "CUTLASS: ${cutlass:-<none: run --pack here and carry .gpu_carry, or grouped_adapter gets no CUDA kernel>}"
+  echo "build: ${cmd[*]}"
+  if [ "$DRY" = 1 ]; then
+    echo "dry run: not built (the CUDA build is compile-checked by scripts/check_cuda_build.sh)"
+    return 3  # recorded as skipped
+  fi
+  [ -n "$cutlass" ] || return 1
+  "${cmd[@]}"
+}
+
+step_info() {
+  (cd /tmp && "$PY" -m mome.info) || return 1
+  [ "$DRY" = 1 ] && return 0
+  (cd /tmp && "$PY" -c "
 from mome import ops
-print("BUILD_INFO", ops.BUILD_INFO)
-assert ops.IMPORT_ERROR is None, ops.IMPORT_ERROR
-for op in ("deform_attn", "router_mix"):
-    assert ops.has_kernel(op, "cuda"), f"{op}: no CUDA kernel in this build"
-print("CUDA kernels registered")
-EOF
+missing = [op for op in ops.OPS if not ops.has_kernel(op, 'cuda')]
+print('BUILD_INFO', ops.BUILD_INFO)
+assert not missing, f'no CUDA kernel for {missing} in this build (CUTLASS found? see build.log)'
+print('every op has a CUDA kernel')")
 }
 
-step_info() { carried_wheels; "$PY" -m mome.info; }
-
-# The installed package is what runs (not python/ of the checkout): run pytest from a place where `mome` resolves
-# to site-packages but `tests` to the checkout (rootdir conftest puts the repo root on sys.path).
-step_test_cpu() {
-  carried_wheels
-  "$PY" -m pytest -q -ra -p no:cacheprovider --ignore=tests/cuda tests --junitxml="$WORK/test-cpu.xml"
+pytest_step() {  # pytest over a selection, junit XML beside the log; no -x: every test runs
+  local -a opts=(-q -rfEs -p no:cacheprovider --junitxml="$LOGS/$STEP.xml")
+  "$PY" -c "import pytest_timeout" 2>/dev/null && opts+=(--timeout=120)
+  "$PY" -m pytest "${opts[@]}" "$@"
 }
+step_test_deform_attn() { pytest_step tests/cuda/test_deform_attn_cuda.py; }
+step_test_router_mix() { pytest_step tests/cuda/test_router_mix_cuda.py; }
+step_test_grouped_adapter() { pytest_step tests/cuda/test_grouped_adapter_cuda.py; }
 
-step_test_cuda() {
-  carried_wheels
-  "$PY" -m pytest -v -ra -p no:cacheprovider tests/cuda --junitxml="$WORK/test-cuda.xml" --durations=15
-}
-
-sanitize() {  # tool, filter, tests...
-  local tool="$1" filter="$2"; shift 2
-  carried_wheels
-  # One cudaMalloc per tensor: with PyTorch's caching allocator an overrun inside a cached block goes unseen.
-  PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool "$tool" --error-exitcode 86 --print-limit 50 \
-    --target-processes all "$PY" -m pytest -q -x -p no:cacheprovider -k "$filter" "$@"
+sanitize() {  # tool, pytest arguments
+  local tool="$1"; shift
+  if [ "$DRY" = 1 ]; then
+    echo "dry run: the $tool selection without compute-sanitizer"
+    pytest_step "$@"
+    return
+  fi
+  # One cudaMalloc per tensor: inside PyTorch's cached blocks an overrun would go unseen.
+  PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool "$tool" --error-exitcode 86 --print-limit 30 \
+    --target-processes all "$PY" -m pytest -q -rfEs -p no:cacheprovider --junitxml="$LOGS/$STEP.xml" "$@"
   local rc=$?
   [ "$rc" -eq 86 ] && echo "compute-sanitizer $tool REPORTED ERRORS (see above)"
   return "$rc"
 }
-step_memcheck() { sanitize memcheck "$MEMCHECK_FILTER" "${MEMCHECK_SELECTION[@]}"; }
-step_racecheck() { sanitize racecheck "$RACECHECK_FILTER" "${RACECHECK_SELECTION[@]}"; }
+step_memcheck_deform_attn() { sanitize memcheck "${MEMCHECK_DEFORM_ATTN[@]}"; }
+step_memcheck_router_mix() { sanitize memcheck "${MEMCHECK_ROUTER_MIX[@]}"; }
+step_memcheck_grouped_adapter() { sanitize memcheck "${MEMCHECK_GROUPED_ADAPTER[@]}"; }
+step_racecheck() { sanitize racecheck "${RACECHECK[@]}"; }
 
-step_bench() {
-  carried_wheels
-  local rc=0
-  "$PY" bench/deform_attn.py --device cuda --json "$WORK/bench_deform_attn.json" || rc=1
-  "$PY" bench/router_mix.py --device cuda --json "$WORK/bench_router_mix.json" || rc=1
-  return "$rc"
+bench() {  # script, json name, GPU arguments
+  local script="$1" json="$OUT/$2"; shift 2
+  if [ "$DRY" = 1 ]; then
+    "$PY" "$script" --device cpu --reps 1 --json "$json"
+  else
+    "$PY" "$script" --device cuda --json "$json" "$@"
+  fi
+}
+step_bench_deform_attn() { bench bench/deform_attn.py bench_deform_attn.json --dtypes bfloat16 --reps 5; }
+step_bench_router_mix() { bench bench/router_mix.py bench_router_mix.json --reps 5; }
+step_bench_grouped_adapter() { bench bench/grouped_adapter.py bench_grouped_adapter.json --quick --reps 5; }
+
+# --------------------------------------------------------------------------------------------------------------------
+# CUTLASS headers: MOME_CUTLASS_DIR, else .gpu_carry/cutlass.tar.gz unpacked once, else an installed nvidia-cutlass.
+cutlass_root() {
+  if [ -n "${MOME_CUTLASS_DIR:-}" ]; then
+    echo "$MOME_CUTLASS_DIR"; return 0
+  fi
+  if [ -f .gpu_carry/cutlass.tar.gz ]; then
+    if [ ! -f "$WORK/cutlass/include/cutlass/version.h" ]; then
+      mkdir -p "$WORK/cutlass" && tar -C "$WORK/cutlass" -xzf .gpu_carry/cutlass.tar.gz || return 1
+    fi
+    echo "$WORK/cutlass"; return 0
+  fi
+  "$PY" -c "import cutlass_library, os; print(os.path.join(os.path.dirname(cutlass_library.__file__), 'source'))" \
+    2>/dev/null
 }
 
-# ---------------------------------------------------------------------------------------------------------------------
-# Grouped adapter (MoLE on the GPU, CUTLASS grouped GEMMs). Its CUDA kernel is built only when CUTLASS headers are
-# found at configure time, and the device image has no nvidia-cutlass: carry the headers. Here, once:
-#     echo /.whl/ >> .git/info/exclude
-#     python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-#         --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-#         -d .whl nvidia-cutlass==4.2.0.0
-# carried_wheels (above) installs it and points MOME_CUTLASS_DIR at its headers. If the wheel is over the 64 MiB that
-# can travel, carry only the headers instead: copy <site-packages>/cutlass_library/source/include (and
-# source/tools/util/include as tools/util/include) into an ignored .cutlass/ folder, carry .cutlass and run with
-# MOME_CUTLASS_DIR=$PWD/.cutlass (its include/ must hold cutlass/version.h). Then, e.g. (times unmeasured):
-#     call A:  tools/gpu_check.sh env build adapter-test                     (cold)
-#     call B:  tools/gpu_check.sh build adapter-memcheck adapter-racecheck
-#     call C:  tools/gpu_check.sh build adapter-bench
-# `build` compiles arch 9.0 only (the sm80 CUTLASS 2.x kernels run on sm_90).
-ADAPTER_TESTS=tests/cuda/test_grouped_adapter_cuda.py
-ADAPTER_SANITIZER_FILTER="test_small_ and not gradcheck"  # tiny shapes; gradcheck's many launches are too slow there
-
-adapter_ready() {
-  carried_wheels
-  "$PY" -c "
-import sys
-from mome import ops
-print('BUILD_INFO', ops.BUILD_INFO)
-ok = ops.has_kernel('grouped_adapter', 'cuda') and ops.has_kernel('grouped_adapter_sorted', 'cuda')
-print('grouped_adapter CUDA kernel:', 'registered' if ok else 'MISSING (CUTLASS not found at build time? see build.log)')
-sys.exit(0 if ok else 1)
-"
+pack() {  # here: the CUTLASS headers the build needs, as one small file to carry
+  local py="${PYTHON:-.venv-cuda/bin/python}" src version
+  src=$("$py" -c "import cutlass_library, os; print(os.path.join(os.path.dirname(cutlass_library.__file__), 'source'))") ||
+    { echo "pack: no nvidia-cutlass in $py (pip install --no-deps nvidia-cutlass==4.2.0.0)"; return 1; }
+  version=$(grep -E "#define CUTLASS_(MAJOR|MINOR|PATCH) " "$src/include/cutlass/version.h" | awk '{print $3}' | paste -sd.)
+  [ "$version" = "4.2.0" ] || echo "pack: warning: CUTLASS $version, the build is tested with 4.2.0 (nvidia-cutlass==4.2.0.0)"
+  mkdir -p .gpu_carry
+  tar -C "$src" -czf .gpu_carry/cutlass.tar.gz include tools/util/include
+  grep -qxF "/.gpu_carry/" .git/info/exclude 2>/dev/null || echo "/.gpu_carry/" >> .git/info/exclude
+  echo "pack: CUTLASS $version headers -> .gpu_carry/cutlass.tar.gz ($(du -h .gpu_carry/cutlass.tar.gz | cut -f1)); carry .gpu_carry"
 }
 
-step_adapter_test() {
-  adapter_ready || return 1
-  "$PY" -m pytest -v -ra -p no:cacheprovider "$ADAPTER_TESTS" --junitxml="$WORK/adapter-test.xml" --durations=10
-}
-step_adapter_memcheck() { adapter_ready || return 1; sanitize memcheck "$ADAPTER_SANITIZER_FILTER" "$ADAPTER_TESTS"; }
-step_adapter_racecheck() { adapter_ready || return 1; sanitize racecheck "$ADAPTER_SANITIZER_FILTER" "$ADAPTER_TESTS"; }
+# --------------------------------------------------------------------------------------------------------------------
+# Bookkeeping: one row per step in $WORK/steps.tsv, turned into summary.json / summary.txt after every step.
 
-step_adapter_bench() {
-  adapter_ready || return 1
-  local rc=0
-  "$PY" bench/grouped_adapter.py --device cuda --reps 10 --json "$WORK/bench_grouped_adapter.json" || rc=1
-  # 32 layers at 8192 tokens should fit 80 GiB (estimate: 13.5 GB weights + ~45 GB activations); else 16 layers.
-  "$PY" bench/mole_llama.py --layers 32 --batch 4 --seq 2048 --experts 4 --steps 5 \
-    --json "$WORK/bench_mole_llama.json" ||
-    "$PY" bench/mole_llama.py --layers 16 --batch 4 --seq 2048 --experts 4 --steps 5 \
-      --json "$WORK/bench_mole_llama.json" || rc=1
-  return "$rc"
+counts_of() {  # step -> JSON fragment with the junit counts and compute-sanitizer's error summary, if any
+  "$PY" - "$LOGS/$1.xml" "$LOGS/$1.log" <<'EOF' 2>/dev/null || echo '{}'
+import json, re, sys, xml.etree.ElementTree as ET
+out = {}
+try:
+    root = ET.parse(sys.argv[1]).getroot()
+    suites = [root] if root.tag == "testsuite" else list(root)
+    tests = sum(int(s.get("tests", 0)) for s in suites)
+    bad = {k: sum(int(s.get(k, 0)) for s in suites) for k in ("failures", "errors", "skipped")}
+    out["tests"] = {"passed": tests - sum(bad.values()), "failed": bad["failures"], "errors": bad["errors"],
+                    "skipped": bad["skipped"]}
+except (OSError, ET.ParseError):
+    pass
+try:
+    found = re.findall(r"ERROR SUMMARY: (\d+) error", open(sys.argv[2], errors="replace").read())
+    if found:
+        out["sanitizer_errors"] = sum(int(n) for n in found)
+except OSError:
+    pass
+print(json.dumps(out))
+EOF
 }
 
-# ---------------------------------------------------------------------------------------------------------------------
-if [ "${1:-}" = "--run-step" ]; then  # internal: one step, in the child bash that run_step starts
-  "step_${2//-/_}"
+write_summary() {  # finished (true/false)
+  "$PY" - "$WORK/steps.tsv" "$OUT" "$1" "$MODE" "$COMMIT" "$STARTED" "$DEADLINE" "$GPU_NAME" <<'EOF' || true
+import json, sys, time
+tsv, out, finished, mode, commit, started, deadline, gpu = sys.argv[1:]
+steps = []
+for line in open(tsv):
+    name, status, rc, secs, budget, counts = line.rstrip("\n").split("\t")
+    step = {"name": name, "status": status, "rc": None if rc == "" else int(rc),
+            "seconds": None if secs == "" else int(secs), "budget_s": int(budget), "log": f"logs.tar.gz:{name}.log"}
+    step.update(json.loads(counts or "{}"))
+    steps.append(step)
+summary = {
+    "script": "tools/gpu_check.sh", "mode": mode, "commit": commit, "gpu": gpu or None,
+    "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(started))),
+    "elapsed_s": int(time.time()) - int(started), "deadline_s": int(deadline), "finished": finished == "true",
+    "ok": all(s["status"] in ("pass", "skipped") for s in steps) and finished == "true"
+          and not any(s["status"] == "skipped" and s.get("reason") == "deadline" for s in steps),
+    "steps": steps,
+}
+with open(f"{out}/summary.json.tmp", "w") as f:
+    json.dump(summary, f, indent=1)
+import os
+os.replace(f"{out}/summary.json.tmp", f"{out}/summary.json")
+with open(f"{out}/summary.txt", "w") as f:
+    f.write(f"# gpu_check {mode} commit {commit} gpu {gpu or '-'} started {summary['started_utc']} "
+            f"elapsed {summary['elapsed_s']} s{'' if summary['finished'] else ' (unfinished)'}\n")
+    for s in steps:
+        t = s.get("tests")
+        tests = f"{t['passed']} passed {t['failed']} failed {t['errors']} errors {t['skipped']} skipped" if t else ""
+        san = f" sanitizer errors {s['sanitizer_errors']}" if "sanitizer_errors" in s else ""
+        secs = "-" if s["seconds"] is None else s["seconds"]
+        why = f" ({s['reason']})" if "reason" in s else ""
+        f.write(f"{s['name']:26s} {s['status'] + why:19s} {secs:>4}s / {s['budget_s']:>3}s  {tests}{san}\n")
+EOF
+  tar -C "$LOGS" -czf "$OUT/logs.tar.gz.tmp" . 2>/dev/null && mv "$OUT/logs.tar.gz.tmp" "$OUT/logs.tar.gz"
+  return 0
+}
+
+set_row() {  # name status rc secs budget counts: replace the step's row in steps.tsv
+  local row tmp="$WORK/steps.tsv.tmp"
+  row=$(printf '%s\t%s\t%s\t%s\t%s\t%s' "$@")
+  awk -F'\t' -v n="$1" -v row="$row" '$1 == n {print row; next} {print}' "$WORK/steps.tsv" >"$tmp" &&
+    mv "$tmp" "$WORK/steps.tsv"
+}
+
+budget_of() {  # the dry run gets 3× (a slower CPU machine; it checks the script, not the timings)
+  local override="GPU_CHECK_BUDGET_${1//-/_}"
+  echo $(( ${!override:-${STEP_BUDGET[$1]}} * (DRY == 1 ? 3 : 1) ))
+}
+
+run_step() {
+  local step="$1" budget limit left start rc secs status
+  budget=$(budget_of "$step")
+  left=$(( STARTED + DEADLINE - $(date +%s) ))
+  limit=$(( budget < left ? budget : left ))
+  if [ "$left" -lt 5 ]; then
+    log "step $step: skipped, the run's deadline (${DEADLINE}s) leaves ${left}s"
+    set_row "$step" skipped "" "" "$budget" '{"reason": "deadline"}'
+    write_summary false
+    return
+  fi
+  log "step $step (budget ${budget}s, limit ${limit}s) -> $LOGS/$step.log"
+  start=$(date +%s)
+  # timeout signals the child's whole process group (pytest, nvcc, compute-sanitizer, ...); -k: then KILL.
+  STEP="$step" timeout -k 10 "$limit" bash "$0" --run-step "$step" >"$LOGS/$step.log" 2>&1
+  rc=$?
+  secs=$(( $(date +%s) - start ))
+  case "$rc" in
+    0) status=pass ;;
+    3) status=skipped ;;
+    124|137) status=timeout ;;
+    *) status=fail ;;
+  esac
+  set_row "$step" "$status" "$rc" "$secs" "$budget" "$(counts_of "$step")"
+  log "step $step: $status (rc $rc) in ${secs}s"
+  tail -n 12 "$LOGS/$step.log" | sed 's/^/    /'
+  write_summary false
+}
+
+# --------------------------------------------------------------------------------------------------------------------
+DRY="${GPU_CHECK_DRY:-0}"  # a step's child bash inherits it
+steps=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --run-step) RUN_STEP="$2"; shift 2 ;;
+    --dry-run) DRY=1; shift ;;
+    --pack) pack; exit $? ;;
+    --list) for s in "${STEPS[@]}"; do printf '%-26s %4ss\n' "$s" "${STEP_BUDGET[$s]}"; done; exit 0 ;;
+    -h|--help) usage; exit 0 ;;
+    -*) echo "gpu_check: unknown option $1"; usage; exit 2 ;;
+    *) [ -n "${STEP_BUDGET[$1]:-}" ] || { echo "gpu_check: unknown step '$1' (known: ${STEPS[*]})"; exit 2; }
+       steps+=("$1"); shift ;;
+  esac
+done
+export GPU_CHECK_DRY="$DRY"
+MODE=$([ "$DRY" = 1 ] && echo dry-run || echo device)
+PY="${PYTHON:-python3}"
+[[ "$PY" == */* && "$PY" != /* ]] && PY="$PWD/$PY"  # steps run from other folders too
+WORK="${GPU_CHECK_WORK:-/tmp/gpu_check-$MODE}"  # the build folder there survives between calls on a warm machine
+OUT="${OUT:-$PWD/build/gpu_check_out}"
+LOGS="$WORK/logs"
+export PY WORK OUT LOGS PYTHONUNBUFFERED=1
+
+if [ -n "${RUN_STEP:-}" ]; then  # internal: one step, in the child bash that run_step starts
+  "step_${RUN_STEP//-/_}"
   exit $?
 fi
-steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=("${ALL_STEPS[@]}")
-echo "# gpu_check $(date -u +%FT%TZ) commit $(git rev-parse --short HEAD 2>/dev/null || echo '?') steps: ${steps[*]}" \
-  >>"$WORK/summary.txt"
+
+[ ${#steps[@]} -eq 0 ] && steps=("${STEPS[@]}")
+DEADLINE="${GPU_CHECK_DEADLINE:-$(( DRY == 1 ? 1620 : 540 ))}"
+STARTED=$(date +%s)
+COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+GPU_NAME=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
+mkdir -p "$OUT" "$WORK"
+rm -rf "$LOGS" && mkdir -p "$LOGS"
+: >"$WORK/steps.tsv"
+for s in "${steps[@]}"; do printf '%s\tpending\t\t\t%s\t{}\n' "$s" "$(budget_of "$s")" >>"$WORK/steps.tsv"; done
+log "$MODE run of ${#steps[@]} steps, commit $COMMIT, deadline ${DEADLINE}s; summary under $OUT"
+write_summary false
 for s in "${steps[@]}"; do
   run_step "$s"
 done
-snapshot
-log "summary:"; cat "$WORK/summary.txt"
-grep -q -E "FAIL|TIMEOUT|UNKNOWN" <(tail -n "${#steps[@]}" "$WORK/summary.txt") && exit 1
-exit 0
+write_summary true
+log "summary ($OUT/summary.json):"
+cat "$OUT/summary.txt"
+"$PY" -c "import json, sys; sys.exit(0 if json.load(open('$OUT/summary.json'))['ok'] else 1)"
