@@ -160,3 +160,12 @@ def test_python_port_matches_java_random(java_tokenized):
     caps = [" ".join(rng.choice(_PIECES) for _ in range(rng.randint(1, 8))) for _ in range(300)]
     diffs = [(c, j, ptb_tokenize(c)) for c, j in zip(caps, java_ptb_tokenize(caps)) if ptb_tokenize(c) != j]
     assert not diffs, "\n".join(f"{c!r}: java {j!r}, ours {o!r}" for c, j, o in diffs)
+
+
+def test_java_tokenizer_keeps_one_line_per_caption(java_tokenized):
+    """A caption with a line break of its own (\\r, \\u2028, …) must not shift the captions after it (COCO's wrapper
+    replaces only \\n)."""
+    from mome.eval.metrics import java_ptb_tokenize
+
+    assert java_ptb_tokenize(["a\rb", "c\u2028d", "", "e\nf", "g"]) == ["a b", "c d", "", "e f", "g"]
+    assert java_ptb_tokenize([]) == []
