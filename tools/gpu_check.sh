@@ -31,6 +31,7 @@
 # Without $OUT (not on the device machine) everything goes to build/gpu_check_out.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+[ -d /usr/local/cuda/bin ] && PATH="$PATH:/usr/local/cuda/bin"  # nvcc, compute-sanitizer where they are not on PATH
 
 STEPS=(env build info test-deform-attn test-router-mix test-grouped-adapter memcheck-deform-attn memcheck-router-mix
        memcheck-grouped-adapter racecheck bench-deform-attn bench-router-mix bench-grouped-adapter)
@@ -70,7 +71,7 @@ step_env() {
   "$PY" -c "import sys, torch; print(sys.version); print('torch', torch.__version__, 'cuda', torch.version.cuda, \
 'device', torch.cuda.get_device_name() if torch.cuda.is_available() else None)"
   nvcc --version | tail -2 || echo "nvcc: not available"
-  compute-sanitizer --version | head -2 || echo "compute-sanitizer: not available"
+  echo "compute-sanitizer: $(command -v compute-sanitizer || echo 'not available')"
   cmake --version | head -1; ninja --version
   "$PY" -m pip list 2>/dev/null | grep -i -E "^(torch|pytest|pytest-timeout|scikit-build-core|pybind11|nvidia-cutlass|expecttest|transformers) "
   echo "CUTLASS for the build: $(cutlass_root || echo '<none>')"
