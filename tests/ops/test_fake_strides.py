@@ -1,6 +1,7 @@
 """Permuted-but-dense inputs (transposes of contiguous tensors): every kernel returns contiguous outputs, so every fake
 (meta) implementation must too. A fake that copies an input's strides (`empty_like`) fails `opcheck` and makes
-`torch.compile(fullgraph=True)` raise a stride assertion. Forward and backward ops of all three ops, on the CPU kernels.
+`torch.compile(fullgraph=True)` raise a stride assertion. The forward and backward op of every op, on the CPU kernels
+(the fakes are device-independent).
 """
 
 import pytest
