@@ -39,6 +39,7 @@ COMMITS = {  # repository: (mirror folder, commit)
     "google-research/pix2struct": ("google-research+pix2struct", "945f27e936c9464d9d7c133f1bd1f4f383be9e99"),
     "due-benchmark/evaluator": ("due-benchmark+evaluator", "75c0f550f5b7c0104a86993d5f307794687493ac"),
     "ppasupat/WikiTableQuestions": ("ppasupat+WikiTableQuestions", "7d455a5a707b96341ef72aff9428749d443d8aa9"),
+    "LukeForeverYoung/UReader": ("LukeForeverYoung+UReader", "e3d52e0006b7ab9bbd5bea2ba4c02f3e1bcf6d4c"),
 }
 
 
@@ -361,6 +362,55 @@ def official_wtq(src: Sources, cases):
     return out
 
 
+def ureader_llm_answer_eval(src: Sources, cases, metric: str):
+    """UReader's `llm_answer_eval` for one question: its text clean-up (transcribed: line breaks deleted, one final
+    "." dropped from the gold answer) and its own `metric_calculate` with `relaxed_correctness` / `exact_match`."""
+    ns = functions(src.read("LukeForeverYoung/UReader", "pipeline/eval_utils/tools.py"),
+                   ["relaxed_correctness", "exact_match", "metric_calculate"], "from typing import *")
+    fn = {"RelaxedAccuracy": ns["relaxed_correctness"], "ExactAccuracy": ns["exact_match"]}[metric]
+    out = []
+    for pred, gold in cases:
+        g = str(gold).replace("\n", "")
+        g = g[:-1] if g.endswith(".") else g
+        score, _ = ns["metric_calculate"]([[g]], [str(pred).replace("\n", "")], fn)
+        out.append({"prediction": pred, "answers": [gold], "expected": score / 100})
+    return out
+
+
+def ureader_due(cases, metric: str):
+    """UReader's `postprocess_llm_vqa` + `eval_due`: DueEvaluator(ignore_case=True) on the cleaned predictions
+    (line breaks deleted; for KIE the answer "None" is no annotation). One document per question (ANLS, WTQ) or per
+    corpus (F1)."""
+    from due_evaluator.due_evaluator import DueEvaluator
+
+    def clean(p):
+        p = p.replace("\n", "")
+        return "" if metric == "F1" and p == "None" else p
+
+    out = []
+    if metric == "F1":
+        for corpus in cases:
+            ref = [{"name": str(i), "annotations": [{"key": "k", "values": [{"value": a[0], "value_variants": a[1:]}]}]
+                    if a else []} for i, (_, a) in enumerate(corpus)]
+            ans = [{"name": str(i), "annotations": [{"key": "k", "values": [{"value": clean(p)}]}]
+                    if clean(p) != "" else []} for i, (p, _) in enumerate(corpus)]
+            f1 = DueEvaluator(ref, ans, None, True, None, "F1").general_scorer.score()
+            out.append({"predictions": [p for p, _ in corpus], "references": [a for _, a in corpus], "expected": f1})
+        return out
+    for pred, answers in cases:
+        if metric == "ANLS":
+            ref_values = [{"value": answers[0], "value_variants": list(answers)}]
+            out_values = [{"value": clean(pred)}]
+        else:   # WTQ: the items of the ", "-joined answer and prediction
+            ref_values = [{"value": v} for v in answers[0].split(", ")]
+            out_values = [{"value": v} for v in clean(pred).split(", ")]
+        ref = [{"name": "d", "annotations": [{"key": "q", "values": ref_values}]}]
+        ans = [{"name": "d", "annotations": [{"key": "q", "values": out_values}]}]
+        score = DueEvaluator(ref, ans, None, True, None, metric).general_scorer.score()
+        out.append({"prediction": pred, "answers": list(answers), "expected": score})
+    return out
+
+
 def lmms_rec(lmms_dir: Path, cases):
     ns = functions((lmms_dir / "lmms_eval" / "tasks" / "refcoco" / "utils_rec.py").read_text(),
                    ["parse_float_sequence_within", "compute_iou", "compute_accuracy"], "import re")
@@ -435,6 +485,22 @@ def main() -> None:
         write("wtq_due", {**src.cite("due-benchmark/evaluator", "due_evaluator/scorers/wtq_scorer.py"),
                           "command": "deval -m WTQ"}, due_wtq(wtq_cases),
               "WtqScorer.check_denotation(prediction.split(', '), answer.split(', '))")
+        ureader = src.cite("LukeForeverYoung/UReader", "pipeline/eval_utils/tools.py")
+        write("ureader_anls", {**ureader, "scorer": "due_evaluator AnlsScorer, ignore_case=True"},
+              ureader_due([(p, a) for p, a in ANLS_CASES + [("ab\ncd", ["abcd"]), ("x", ["ab"])]], "ANLS"),
+              "postprocess_llm_vqa + eval_due for DocVQA/InfographicsVQA")
+        write("ureader_deepform", {**ureader, "scorer": "due_evaluator FScorer, ignore_case=True"},
+              ureader_due(kie_cases + [[("None", ["x"]), ("None", []), ("a\nb", ["AB"])]], "F1"),
+              "postprocess_llm_vqa + eval_due for DeepForm")
+        write("ureader_wtq", {**ureader, "scorer": "due_evaluator WtqScorer, ignore_case=True"},
+              ureader_due([(p, [t]) for p, t in wtq_cases + [("Straße", "strasse"), ("a\nb", "ab")]], "WTQ"),
+              "postprocess_llm_vqa + eval_due for WikiTableQuestions")
+    write("ureader_chartqa", src.cite("LukeForeverYoung/UReader", "pipeline/eval_utils/tools.py"),
+          ureader_llm_answer_eval(src, CHARTQA_CASES + [("5", "5."), ("12\n", "12"), ("a.", "a.")],
+                                  "RelaxedAccuracy"), "llm_answer_eval(['RelaxedAccuracy']) for one question per case")
+    write("ureader_tabfact", src.cite("LukeForeverYoung/UReader", "pipeline/eval_utils/tools.py"),
+          ureader_llm_answer_eval(src, LABEL_CASES + [("yes", "yes."), ("yes\n", "yes")], "ExactAccuracy"),
+          "llm_answer_eval(['ExactAccuracy']) for one question per case")
     write("wtq_official", src.cite("ppasupat/WikiTableQuestions", "evaluator.py"), official_wtq(src, wtq_cases),
           "evaluator.py 1.0.2 (Python 2 tokens rewritten) check_denotation(to_value_list(target), to_value_list(pred))"
           " without CoreNLP target values")

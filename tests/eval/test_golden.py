@@ -29,6 +29,11 @@ PER_ANSWER = {  # golden file: our function (prediction, answers) -> score in [0
     "anls_rrc": M.anls,
     "wtq_due": M.wtq_accuracy,
     "wtq_official": M.wtq_accuracy,
+    # protocol "ureader": UReader's clean-up in front of its scorers
+    "ureader_chartqa": M.ureader_relaxed,
+    "ureader_tabfact": M.ureader_exact,
+    "ureader_anls": M.ureader_anls,
+    "ureader_wtq": M.ureader_wtq,
 }
 
 
@@ -47,6 +52,12 @@ def test_f1_equals_due_deval(name, ignore_case):
         assert M.kie_hits(c["predictions"], c["references"], ignore_case)[0] == c["expected_hits"], c
 
 
+def test_ureader_deepform_f1_equals_its_due_run():
+    for c in _golden("ureader_deepform"):
+        recs = [{"id": str(i), "dataset": "deepform", "answers": a} for i, a in enumerate(c["references"])]
+        assert M.score("f1", c["predictions"], recs, protocol="ureader") == pytest.approx(100 * c["expected"]), c
+
+
 def test_rec_equals_lmms_eval_where_it_reads_the_box():
     cases = [c for c in _golden("rec_lmms_eval") if c["lmms_eval_reads"]]
     assert len(cases) >= 8
@@ -63,7 +74,11 @@ def test_dataset_dispatch_uses_the_golden_evaluators():
                                             ("gqa_lavis", "exact_match", "gqa", "lavis"),
                                             ("chartqa_pix2struct", "relaxed_acc", "chartqa", "official"),
                                             ("anls_rrc", "anls", "docvqa", "official"),
-                                            ("wtq_due", "exact_match", "wikitablequestions", "official")]:
+                                            ("wtq_due", "exact_match", "wikitablequestions", "official"),
+                                            ("ureader_anls", "anls", "infographicsvqa", "paper"),
+                                            ("ureader_tabfact", "exact_match", "tabfact", "ureader"),
+                                            ("ureader_chartqa", "relaxed_acc", "chartqa", "paper"),
+                                            ("ureader_wtq", "exact_match", "wikitablequestions", "ureader")]:
         cases = _golden(name)
         recs = [{"id": str(i), "dataset": dataset, "answers": c["answers"]} for i, c in enumerate(cases)]
         preds = [c["prediction"] for c in cases]

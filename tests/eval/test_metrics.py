@@ -93,6 +93,13 @@ def test_exact_match(pred, answers, expected):
     assert exact_match(pred, answers) == expected
 
 
+def test_ureader_anls_drops_exactly_half():
+    # RRC keeps a similarity of 0.5, DUE's AnlsScorer (UReader's) drops it; DUE does not collapse whitespace either
+    recs = [{"id": "q", "dataset": "docvqa", "answers": ["abcd"]}]
+    assert score("anls", ["abxx"], recs) == 50.0 and score("anls", ["abxx"], recs, protocol="ureader") == 0.0
+    assert score("anls", [" abcd"], recs, protocol="ureader") == pytest.approx(80.0)   # 1 − 1/5
+
+
 def test_gqa_lavis_option():
     recs = [{"id": "q", "dataset": "gqa", "answers": ["traffic light"]}]
     assert score("exact_match", ["The traffic-light."], recs) == 0.0               # official: raw equality
@@ -278,8 +285,14 @@ def test_evaluator_per_dataset():
     assert evaluator_for("exact_match", "tabfact").name == "DUE deval -m F1"
     assert evaluator_for("exact_match", "synth-vqa").name == "exact match"      # a dataset without its own
     assert evaluator_for("vqa_acc", "okvqa", "lavis").name.startswith("vqaEval.py (2016")
+    # "paper" = what the MoME paper followed: LAVIS for General, UReader for Document; REC/captions unchanged
+    assert evaluator_for("vqa_acc", "okvqa", "paper").name.startswith("vqaEval.py (2016")
+    assert evaluator_for("anls", "docvqa", "paper").name == "UReader → DUE deval -m ANLS -i"
+    assert evaluator_for("exact_match", "tabfact", "ureader").name == "UReader ExactAccuracy"
+    assert evaluator_for("iou_acc", "refcoco", "paper") is evaluator_for("iou_acc", "refcoco")
+    assert evaluator_for("vqa_acc", "textvqa", "paper") is evaluator_for("vqa_acc", "textvqa")
     with pytest.raises(ValueError, match="protocol"):
-        evaluator_for("vqa_acc", "okvqa", "paper")
+        evaluator_for("vqa_acc", "okvqa", "mome")
 
 
 def test_score_units_and_dispatch():

@@ -50,9 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run MoVE with PyTorch or with onnxruntime (mome.export.runtime)")
     p.add_argument("--onnx", help="with --vision-backend onnx: the model's vision-tower .onnx "
                                   "(python -m mome.export onnx --part vision-tower); default: exported on the fly")
-    p.add_argument("--metric-protocol", choices=["official", "lavis"], default="official",
-                   help="official (default): every dataset scored by its benchmark's evaluator; lavis: OK-VQA and GQA "
-                        "scored as InstructBLIP/LAVIS score them (what the MoME paper followed); docs/metrics.md")
+    p.add_argument("--metric-protocol", choices=["official", "lavis", "ureader", "paper"], default="official",
+                   help="official (default): every dataset scored by its benchmark's evaluator; what the MoME paper "
+                        "followed instead: lavis (OK-VQA, GQA as InstructBLIP), ureader (Document group as UReader), "
+                        "paper (both); docs/metrics.md")
     p.add_argument("overrides", nargs="*", help="model config overrides key=value")
     return p
 

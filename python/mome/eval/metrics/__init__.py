@@ -16,8 +16,9 @@ A record carries a ``metric`` family and its ``dataset``; `evaluator_for(metric,
 | ``iou_acc``      | RefCOCO, RefCOCO+, RefCOCOg                       | Acc@IoU≥0.5, our box parser (rec)           |
 
 `score` gives a dataset's number in the units of the paper's tables (×100: accuracy, ANLS and F1 in %, CIDEr-D ×100
-so 1.308 prints as 130.8); `sample_scores` each sample's contribution in [0, 1]. ``protocol="lavis"`` swaps in what
-the MoME paper followed for OK-VQA and GQA (InstructBLIP's LAVIS scorers); the default is ``"official"``.
+so 1.308 prints as 130.8); `sample_scores` each sample's contribution in [0, 1]. ``protocol`` swaps in what the MoME
+paper followed: ``"lavis"`` for OK-VQA and GQA (InstructBLIP's scorers), ``"ureader"`` for the Document group, and
+``"paper"`` both; the default is ``"official"``.
 """
 
 from __future__ import annotations
@@ -26,12 +27,14 @@ from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
 from mome.eval.metrics.accuracy import exact_match, gqa_lavis_accuracy
-from mome.eval.metrics.anls import anls, levenshtein
+from mome.eval.metrics.anls import anls, due_anls, levenshtein
 from mome.eval.metrics.captions import (cider, cider_scores, java_ptb_tokenize, java_tokenizer_available, ptb_tokenize,
                                         tokenize_captions, tokenizer_name)
 from mome.eval.metrics.chartqa import relaxed_accuracy, relaxed_correctness
 from mome.eval.metrics.kie import deepform_f1, due_f1, kie_hits
 from mome.eval.metrics.rec import iou, parse_box_text, rec_accuracy
+from mome.eval.metrics.ureader import (ureader_anls, ureader_exact, ureader_kie_prediction, ureader_relaxed,
+                                       ureader_wtq)
 from mome.eval.metrics.vqa import (normalize_evalai_answer, normalize_vqa_answer, textvqa_accuracy, vqa_accuracy)
 from mome.eval.metrics.wtq import check_denotation, wtq_accuracy, wtq_normalize
 
@@ -41,10 +44,11 @@ __all__ = [
     "normalize_vqa_answer", "normalize_evalai_answer", "vqa_accuracy", "textvqa_accuracy",
     "exact_match", "gqa_lavis_accuracy",
     "relaxed_correctness", "relaxed_accuracy",
-    "levenshtein", "anls",
+    "levenshtein", "anls", "due_anls",
     "due_f1", "deepform_f1",
     "wtq_normalize", "check_denotation", "wtq_accuracy",
     "parse_box_text", "iou", "rec_accuracy",
+    "ureader_relaxed", "ureader_exact", "ureader_anls", "ureader_wtq",
     "Evaluator", "PROTOCOLS", "evaluator_for", "describe", "sample_scores", "score",
 ]
 
@@ -89,8 +93,9 @@ def _cider(preds, recs):
     return _mean(cider_scores(preds, _field(recs, "captions", "cider")))
 
 
-def _f1(ignore_case: bool) -> ScoreFn:
+def _f1(ignore_case: bool, prepare: Callable[[str], str] = lambda p: p) -> ScoreFn:
     def fn(preds, recs):
+        preds = [prepare(p) for p in preds]
         refs = _field(recs, "answers", "f1")
         hits, _, _ = kie_hits(preds, refs, ignore_case)
         return due_f1(preds, refs, ignore_case), [float(h) for h in hits]
@@ -132,6 +137,16 @@ DEEPFORM = Evaluator("DUE deval -m F1 -i", f"{_DUE}/fscorer.py · 75c0f55", _f1(
 REC = Evaluator("Acc@IoU≥0.5 (mome box parser)", "mome.eval.metrics.rec (= lmms-eval 0.7.3 refcoco utils_rec.py on "
                 "its boxes)", _rec)
 
+_UREADER = "LukeForeverYoung/UReader · pipeline/eval_utils/tools.py · e3d52e0"
+UREADER_CHARTQA = Evaluator("UReader RelaxedAccuracy", _UREADER, _per_answer(ureader_relaxed, "relaxed_acc"))
+UREADER_TABFACT = Evaluator("UReader ExactAccuracy", _UREADER, _per_answer(ureader_exact, "exact_match"))
+UREADER_ANLS = Evaluator("UReader → DUE deval -m ANLS -i", f"{_UREADER}; {_DUE}/anls_scorer.py · 75c0f55",
+                         _per_answer(ureader_anls, "anls"))
+UREADER_DEEPFORM = Evaluator("UReader → DUE deval -m F1 -i", f"{_UREADER}; {_DUE}/fscorer.py · 75c0f55",
+                             _f1(ignore_case=True, prepare=ureader_kie_prediction))
+UREADER_WTQ = Evaluator("UReader → DUE deval -m WTQ -i", f"{_UREADER}; {_DUE}/wtq_scorer.py · 75c0f55",
+                        _per_answer(ureader_wtq, "exact_match"))
+
 _DEFAULT = {"cider": CIDER, "vqa_acc": VQAEVAL, "exact_match": EXACT, "relaxed_acc": CHARTQA, "anls": ANLS,
             "f1": DEEPFORM, "iou_acc": REC}
 _BY_DATASET = {
@@ -140,12 +155,14 @@ _BY_DATASET = {
     ("exact_match", "iconqa"): ICONQA, ("exact_match", "tabfact"): TABFACT,
     ("exact_match", "wikitablequestions"): WTQ,
 }
-# Named alternatives; "official" is the default and changes nothing.
+# Named alternatives; "official" is the default and changes nothing. The MoME paper (App. B) follows InstructBLIP
+# (whose numbers come from LAVIS) for the General group and UReader for the Document group; "paper" is both.
+_LAVIS = {("vqa_acc", "okvqa"): VQAEVAL_2016, ("vqa_acc", "vqav2"): VQAEVAL_2016, ("exact_match", "gqa"): GQA_LAVIS}
+_UREADER_DOCS = {("relaxed_acc", "chartqa"): UREADER_CHARTQA, ("exact_match", "tabfact"): UREADER_TABFACT,
+                 ("anls", "docvqa"): UREADER_ANLS, ("anls", "infographicsvqa"): UREADER_ANLS,
+                 ("f1", "deepform"): UREADER_DEEPFORM, ("exact_match", "wikitablequestions"): UREADER_WTQ}
 PROTOCOLS: dict[str, dict[tuple[str, str], Evaluator]] = {
-    "official": {},
-    # The MoME paper (App. B) follows InstructBLIP for the General group; InstructBLIP's numbers come from LAVIS.
-    "lavis": {("vqa_acc", "okvqa"): VQAEVAL_2016, ("vqa_acc", "vqav2"): VQAEVAL_2016,
-              ("exact_match", "gqa"): GQA_LAVIS},
+    "official": {}, "lavis": _LAVIS, "ureader": _UREADER_DOCS, "paper": {**_LAVIS, **_UREADER_DOCS},
 }
 
 

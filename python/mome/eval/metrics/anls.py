@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-__all__ = ["levenshtein", "anls"]
+__all__ = ["levenshtein", "anls", "due_anls"]
 
 
 def levenshtein(a: str, b: str) -> int:
@@ -50,3 +50,21 @@ def anls(prediction: str, answers: Sequence[str], tau: float = 0.5) -> float:
         distances.append(levenshtein(_norm(ans), det) / length if length else 0.0)
     s = 1.0 - min(distances)
     return s if s >= tau else 0.0
+
+
+def due_anls(prediction: str, answers: Sequence[str], ignore_case: bool = True) -> float:
+    """ANLS as DUE's `AnlsScorer` computes it (``deval -m ANLS -i``; what UReader reported DocVQA and
+    InfographicsVQA with): s = max_i (1 − Lev(o, a_i) / max(|o|, |a_i|)) on the raw strings (upper-cased with
+    ``-i``; 1 for two empty strings), and s ≤ 0.5 scores 0. No stripping or whitespace collapsing."""
+    if isinstance(answers, str):
+        answers = [answers]
+    if len(answers) == 0:
+        raise ValueError("anls needs a non-empty list of answers")
+    fold = str.upper if ignore_case else (lambda s: s)
+    o = fold(prediction)
+    best = max(_similarity(o, fold(a)) for a in answers)
+    return 0.0 if best <= 0.5 else best
+
+
+def _similarity(a: str, b: str) -> float:
+    return 1.0 - levenshtein(a, b) / max(len(a), len(b)) if (a or b) else 1.0
