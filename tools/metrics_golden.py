@@ -468,9 +468,11 @@ def main() -> None:
         write("gqa", {"repository": None, "file": "eval.py (gqadataset.org eval.zip)", "commit": None},
               gqa_eval(args.gqa_eval, LABEL_CASES), "eval.py run on a one-question testdev file per case")
     write("chartqa_pix2struct", src.cite("google-research/pix2struct", "pix2struct/metrics.py"),
-          pix2struct_relaxed(src, CHARTQA_CASES + random_pairs(rng, _NUMBER_PIECES, 200)), "aggregate_metrics(targets, predictions, relaxed_correctness) / 100")
+          pix2struct_relaxed(src, CHARTQA_CASES + random_pairs(rng, _NUMBER_PIECES, 200)),
+          "aggregate_metrics(targets, predictions, relaxed_correctness) / 100")
+    anls_cases = ANLS_CASES + [(p, [t]) for p, t in random_pairs(rng, _TEXT_PIECES, 200)]
     write("anls_rrc", {**lmms, "file": "lmms_eval/api/metrics.py", "function": "anls"}, lmms_anls(args.lmms_eval,
-          ANLS_CASES + [(p, [t]) for p, t in random_pairs(rng, _TEXT_PIECES, 200)]), "lmms-eval's verbatim copy of the DocVQA RRC script's ANLS (via Qwen-VL's infographicsvqa_eval)")
+          anls_cases), "lmms-eval's verbatim copy of the DocVQA RRC script's ANLS (via Qwen-VL's infographicsvqa_eval)")
     wtq_cases = WTQ_CASES + random_pairs(rng, _TEXT_PIECES + _NUMBER_PIECES, 200)
     kie_cases = KIE_CASES + [[(p, [t] if t else []) for p, t in random_pairs(rng, _TEXT_PIECES, 30)] for _ in range(5)]
     with tempfile.TemporaryDirectory() as tmp:
