@@ -155,3 +155,19 @@ def test_load_benchmark(bench, tmp_path):
         load_benchmark(str(tmp_path))
     with pytest.raises(FileNotFoundError, match="image root"):
         load_benchmark(str(root), image_root=tmp_path / "nope")
+
+
+def test_score_predictions_uses_each_datasets_evaluator_and_protocol():
+    """Real dataset names pick their benchmark's evaluator, the protocol swaps in the paper's, the table says which."""
+    routing = {"vision": {}, "vision_importance": {}, "language": []}
+    records = [{"id": "o1", "dataset": "okvqa", "group": "general", "metric": "vqa_acc", "answers": ["2"] * 10},
+               {"id": "d1", "dataset": "docvqa", "group": "document", "metric": "anls", "answers": ["abcd"]}]
+    preds = [{"id": "o1", "dataset": "okvqa", "group": "general", "prediction": "Two.", "routing": routing},
+             {"id": "d1", "dataset": "docvqa", "group": "document", "prediction": "abxx", "routing": routing}]
+    official = score_predictions(preds, records)
+    paper = score_predictions(preds, records, protocol="paper")
+    assert official["scores"] == {"okvqa": 0.0, "docvqa": 50.0}    # vqaEval 2021: unanimous answers; RRC keeps 0.5
+    assert paper["scores"] == {"okvqa": 100.0, "docvqa": 0.0}      # LAVIS normalises "Two."; DUE ANLS drops 0.5
+    assert official["table"]["datasets"]["okvqa"]["evaluator"] == metrics.describe("vqa_acc", "okvqa")
+    assert "vqaEval.py (2016" in paper["table"]["datasets"]["okvqa"]["evaluator"]
+    assert "UReader" in paper["markdown"] and "DocVQA RRC ANLS" in official["markdown"]
