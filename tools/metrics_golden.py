@@ -189,6 +189,21 @@ def random_pairs(rng: random.Random, pieces: list[str], n: int) -> list[tuple[st
     return pairs
 
 
+def random_boxes(rng: random.Random, n: int) -> list[tuple[str, list[float]]]:
+    """Boxes as a model writes them (``[x1, y1, x2, y2]`` with 1–3 decimals, a little outside the image at times),
+    each against a random gold box near it, so IoU falls on both sides of 0.5."""
+    out = []
+    for _ in range(n):
+        x1, y1 = rng.uniform(-0.05, 0.8), rng.uniform(-0.05, 0.8)
+        gold = [x1, y1, x1 + rng.uniform(0.05, 0.3), y1 + rng.uniform(0.05, 0.3)]
+        pred = [v + rng.gauss(0, 0.05) for v in gold]
+        pred = [min(pred[0], pred[2]), min(pred[1], pred[3]), max(pred[0], pred[2]), max(pred[1], pred[3])]
+        d = rng.randint(1, 3)
+        sep = rng.choice([", ", ",", ",  "])
+        out.append(("[" + sep.join(f"{v:.{d}f}" for v in pred) + "]", [round(v, 4) for v in gold]))
+    return out
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # The evaluators
 
@@ -506,8 +521,9 @@ def main() -> None:
     write("wtq_official", src.cite("ppasupat/WikiTableQuestions", "evaluator.py"), official_wtq(src, wtq_cases),
           "evaluator.py 1.0.2 (Python 2 tokens rewritten) check_denotation(to_value_list(target), to_value_list(pred))"
           " without CoreNLP target values")
+    rec_cases = REC_CASES + random_boxes(rng, 200)
     write("rec_lmms_eval", {**lmms, "file": "lmms_eval/tasks/refcoco/utils_rec.py"}, lmms_rec(args.lmms_eval,
-          REC_CASES), "parse_float_sequence_within + compute_accuracy(gold, box, 0.5); only boxes it reads compare")
+          rec_cases), "parse_float_sequence_within + compute_accuracy(gold, box, 0.5); only boxes it reads compare")
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "eval"))
     from captions_corpus import ADVERSARIAL, CAPTIONS
     tokens, corpora = coco_captions(CAPTIONS + ADVERSARIAL, rng)
