@@ -28,19 +28,23 @@ def images(sizes=((64, 96), (120, 40), (50, 50), (33, 100)), seed: int = 0) -> l
 
 def _perturb(model: MoME) -> MoME:
     """A fresh tiny model is too gentle a test: BLIP-2's EVA initialises at std 1e-10 (features ~1e-9, so any
-    absolute tolerance passes) and ADT's offsets are zero (every point on its cell centre). Give both real values:
-    offsets of several pixels, reaching past the map's edge."""
+    absolute tolerance passes) and ADT's residual branches start at zero (every layer is LN of its input). Give them
+    real values: offsets of several pixels, reaching past the map's edge, non-zero output projections and query
+    position embeddings."""
     g = torch.Generator().manual_seed(3)
     with torch.no_grad():
         for p in model.move.encoders["eva_clip"].parameters():
             if p.dim() > 1:
                 p.copy_(torch.randn(p.shape, generator=g) * 0.05)
         for adt in model.move.aggregators.values():
+            adt.reference.add_(torch.randn(adt.reference.shape, generator=g) * 0.1)
+            adt.query_pos.copy_(torch.randn(adt.query_pos.shape, generator=g) * 0.3)
             for layer in adt.layers:
                 ca = layer.cross_attn
                 ca.offset_proj.weight.copy_(torch.randn(ca.offset_proj.weight.shape, generator=g) * 0.5)
                 ca.offset_proj.bias.copy_(torch.randn(ca.offset_proj.bias.shape, generator=g) * 2.0)
-                ca.reference.add_(torch.randn(ca.reference.shape, generator=g) * 0.1)
+                for lin in (layer.self_attn.out_proj, ca.out_proj, ca.weight_proj, layer.fc2):
+                    lin.weight.copy_(torch.randn(lin.weight.shape, generator=g) * 0.1)
     return model
 
 

@@ -8,15 +8,16 @@ Parts (``PARTS``):
                  the patch size: DINOv2 interpolates its position embeddings)
     pix2struct   the hidden state ``feature_layer`` of each flattened patch, (B, N, C), padded patches zero;
                  dynamic batch and patch count N
-    vision-tower the whole of MoVE (encoders → ADT/AvgPool → projectors → soft router/addition): inputs
-                 ``<encoder>.<input>`` for every encoder's preprocessed inputs (+ ``instruction`` (B, 384) with the
-                 soft router), outputs ``tokens`` (B, L, D_llm), ``weights`` and ``importance`` (B, N_enc)
+    vision-tower the whole of MoVE (encoders → ADT/AvgPool or LayerNorm → projectors → soft router/addition →
+                 EVA's CLS prepended): inputs ``<encoder>.<input>`` for every encoder's preprocessed inputs
+                 (+ ``instruction`` (B, 384) with the soft router), outputs ``tokens`` (B, L + 1, D_llm),
+                 ``weights`` and ``importance`` (B, N_enc)
 
 Lowering. MoVE calls the compiled ops `mome.ops.deform_attn` / `router_mix`, which ONNX does not know, and ADT reads
 its map size through a host-side ``spatial_shapes`` tensor. The export therefore traces `ExportableMoVE`, which runs
-the same modules and weights but with the ops' reference math written for a single level whose (h, w) are symbolic:
-deformable attention is one ``grid_sample`` (ONNX GridSample, bilinear, zeros, align_corners=0, opset ≥ 16) per
-layer, the router mix an einsum. Pix2Struct's common grid (the largest rows × cols of the batch) is read from the
+MoVE's own `branch` and `mix` with two functions swapped for the ops' reference math written for a single level
+whose (h, w) are symbolic: deformable attention is one ``grid_sample`` (ONNX GridSample, bilinear, zeros,
+align_corners=0, opset ≥ 16) per layer (`grid_sample_sampler`), the router mix an einsum. Pix2Struct's common grid (the largest rows × cols of the batch) is read from the
 patches' row/col ids, so it is data-dependent in the graph. Nothing in `mome.ops` or `mome.model` changes; every
 export is compared with `MoVE` itself, so a drift between the two forwards fails the check.
 """
@@ -33,11 +34,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mome.model.adt import ADT, _valid_mask, adaptive_pool
-from mome.model.encoders import VisionEncoder, build_encoder, build_preprocessor
+from mome.model.encoders import EncoderOutput, VisionEncoder, build_encoder, build_preprocessor
 
 __all__ = ["PARTS", "OPSET", "TOLERANCE", "MissingDependency", "ExportReport", "require_onnx", "export",
-           "part_module", "ExportableMoVE", "EncoderFeatures", "Pix2StructFeatures", "check", "check_inputs"]
+           "part_module", "ExportableMoVE", "EncoderFeatures", "Pix2StructFeatures", "check", "check_inputs",
+           "grid_sample_sampler"]
 
 # CLI part name → encoder kind in `vision.use` (None: the whole tower).
 PARTS = {"eva": "eva_clip", "clip": "clip", "dino": "dinov2", "pix2struct": "pix2struct", "vision-tower": None}
@@ -103,38 +104,23 @@ class Pix2StructFeatures(EncoderFeatures):
         return _pix2struct_features(self.encoder, flattened_patches, attention_mask)[0]
 
 
-def _cross_attn(ca, query: torch.Tensor, features: torch.Tensor, sizes: torch.Tensor, grid) -> torch.Tensor:
-    """`DeformableCrossAttention.forward` with `reference.deform_attn` inlined for its single level, the level's
-    (Hm, Wm) being symbolic ints instead of a ``spatial_shapes`` tensor read on the host."""
-    B, L, C = query.shape
-    H, P = ca.heads, ca.points
+def grid_sample_sampler(value: torch.Tensor, grid, loc: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """`mome.adt.Sampler` for export: `reference.deform_attn` inlined for its single level, the level's (Hm, Wm)
+    being symbolic ints instead of a ``spatial_shapes`` tensor read on the host. value (B, Hm·Wm, H, D), loc
+    (B, L, H, P, 2), weights (B, L, H, P) → (B, L, H·D)."""
+    B, _, H, D = value.shape
+    L, P = loc.shape[1], loc.shape[3]
     Hm, Wm = grid
-    value = ca.value_proj(features) * _valid_mask(sizes, grid)[..., None].to(query.dtype)  # (B, Hm·Wm, C)
-    wh = sizes.flip(-1).to(query.dtype)  # (B, 2) true (w, h)
-    offsets = ca.offset_proj(query).view(B, L, H, P, 2)
-    loc = ca.reference.to(query.dtype)[None, :, None, None, :] + offsets / wh[:, None, None, None, :]
-    to_grid = torch.stack([wh[:, 0] / Wm, wh[:, 1] / Hm], dim=-1)  # own map → padded grid
-    loc = loc * to_grid[:, None, None, None, :]  # (B, L, H, P, 2)
-    weights = F.softmax(ca.weight_proj(query).view(B, L, H, P), dim=-1)
-    v = value.view(B, Hm * Wm, H, C // H).permute(0, 2, 3, 1).reshape(B * H, C // H, Hm, Wm)
+    v = value.permute(0, 2, 3, 1).reshape(B * H, D, Hm, Wm)
     g = (2 * loc - 1).transpose(1, 2).reshape(B * H, L, P, 2)
     sampled = F.grid_sample(v, g, mode="bilinear", padding_mode="zeros", align_corners=False)  # (B·H, D, L, P)
     a = weights.transpose(1, 2).reshape(B * H, 1, L, P)
     out = (sampled * a).sum(-1)  # (B·H, D, L)
-    return ca.out_proj(out.view(B, H, C // H, L).permute(0, 3, 1, 2).reshape(B, L, C))
+    return out.view(B, H, D, L).permute(0, 3, 1, 2).reshape(B, L, H * D)
 
 
-def _aggregate(agg: nn.Module, features: torch.Tensor, sizes: torch.Tensor, grid) -> torch.Tensor:
-    """`ADT.forward` / `AvgPool.forward` with the cross-attention of `_cross_attn`."""
-    q = adaptive_pool(features, sizes, grid, agg.side)
-    if not isinstance(agg, ADT):
-        return q
-    for layer in agg.layers:  # ADTLayer.forward
-        x = layer.norm1(q)
-        q = q + layer.self_attn(x, x, x, need_weights=False)[0]
-        q = q + _cross_attn(layer.cross_attn, layer.norm2(q), features, sizes, grid)
-        q = q + layer.ffn(layer.norm3(q))
-    return agg.norm(q)
+def _einsum_mix(stacked: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    return torch.einsum("nbld,bn->bld", stacked, weights)  # mome.ops.reference.router_mix
 
 
 class ExportableMoVE(nn.Module):
@@ -152,29 +138,28 @@ class ExportableMoVE(nn.Module):
 
     def forward(self, inputs: dict[str, torch.Tensor]):
         move = self.move
-        experts = []
+        experts, cls = [], None
         for n in move.names:
             enc = move.encoders[n]
             if enc.kind == "pix2struct":
                 feats, sizes, grid = self._pix2struct(enc, inputs[f"{n}.flattened_patches"],
                                                       inputs[f"{n}.attention_mask"])
+                head = None
             else:
                 pixels = inputs[f"{n}.pixel_values"]
-                feats = _square_features(enc, pixels)
+                hidden = enc.tokens(pixels)  # (B, 1 + h·w, C), CLS first
+                feats, head = hidden[:, 1:], (hidden[:, 0] if enc.kind in ("eva_clip", "clip") else None)
                 p = enc.cfg.patch_size
                 grid = (pixels.shape[2] // p, pixels.shape[3] // p)
                 B = pixels.shape[0]
                 sizes = torch.stack([pixels.new_full((B,), grid[0], dtype=torch.long),
                                      pixels.new_full((B,), grid[1], dtype=torch.long)], dim=1)
-            experts.append(move.projectors[n](_aggregate(move.aggregators[n], feats, sizes, grid)))
-        stacked = torch.stack(experts)  # (N, B, L, D)
-        if move.router is not None:
-            weights = move.router(inputs["instruction"])
-        else:
-            weights = stacked.new_ones(stacked.shape[1], len(move.names))
-        tokens = torch.einsum("nbld,bn->bld", stacked, weights)  # mome.ops.reference.router_mix
-        importance = (weights.t()[..., None, None] * stacked).norm(dim=-1).mean(dim=-1).t()
-        return tokens, weights, importance
+            tokens, c = move.branch(n, EncoderOutput(feats, sizes, grid, head), sampler=grid_sample_sampler)
+            experts.append(tokens)
+            if n == move.cls_from:
+                cls = c
+        out = move.mix(experts, cls, inputs.get("instruction"), mix_fn=_einsum_mix)
+        return out.tokens, out.weights, out.importance
 
     @staticmethod
     def _pix2struct(enc: VisionEncoder, patches: torch.Tensor, mask: torch.Tensor):
@@ -234,7 +219,7 @@ def example_inputs(module: nn.Module, part: str) -> dict[str, torch.Tensor]:
 
 def check_inputs(module: nn.Module, part: str) -> list[dict[str, torch.Tensor]]:
     """Fresh inputs whose shapes differ from the example: other batch sizes, image sizes and patch counts. For the
-    tower the DINOv2 images stay square (MoVE's encoder accepts only square grids)."""
+    tower the square encoders keep their own image_size (what MoVE's preprocessing gives them)."""
     return [_inputs(module, part, batch=b, step=s, seed=10 + s) for b, s in ((3, 1), (1, 2))]
 
 
@@ -253,11 +238,9 @@ def _inputs(module: nn.Module, part: str, batch: int, step: int, seed: int) -> d
         if enc.kind == "pix2struct":
             for k, v in _pix2struct_inputs(enc, image_sizes, enc.cfg.max_patches + 8 * step - 8, seed).items():
                 out[f"{n}.{k}"] = v
-        else:
-            h, w = _sizes_for(enc, step)
-            if step > 0:
-                h = w = max(h, w)
-            out[f"{n}.pixel_values"] = _square_input(enc, batch, h, w, seed)
+        else:  # MoVE's preprocessing always gives the square encoders their own image_size
+            S = enc.cfg.image_size
+            out[f"{n}.pixel_values"] = _square_input(enc, batch, S, S, seed)
     if "instruction" in module.input_names:
         out["instruction"] = torch.randn(batch, module.move.router.net[0].in_features,
                                          generator=torch.Generator().manual_seed(seed))
@@ -279,7 +262,7 @@ def _dynamic_shapes(module: nn.Module, names: list[str]) -> dict:
         else:
             enc = module.encoder if isinstance(module, EncoderFeatures) else module.move.encoders[enc_name]
             spec = {0: batch}
-            if enc.kind == "dinov2":
+            if enc.kind == "dinov2" and isinstance(module, EncoderFeatures):  # the tower: DINOv2 at image_size
                 p, tag = enc.cfg.patch_size, enc_name.replace(".", "_") or "image"
                 spec[2] = p * Dim(f"{tag}_h", min=1, max=_MAX_SIDE)
                 spec[3] = p * Dim(f"{tag}_w", min=1, max=_MAX_SIDE)

@@ -295,7 +295,7 @@ class MoME(nn.Module):
             state = {k: f.get_tensor(k) for k in f.keys()}
         _check_state(expected, state, directory)
         model.load_state_dict(state, strict=False)
-        return model.to(device)
+        return model.to(device).eval()  # like transformers' from_pretrained: ready for inference (ADT dropout off)
 
 
 def load_official_state(model: "MoME", state: dict[str, torch.Tensor], source: str = "checkpoint") -> list[str]:
