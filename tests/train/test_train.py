@@ -114,10 +114,13 @@ def test_resume_skips_a_corrupted_checkpoint(tmp_path, synth_dir):
 
 def test_two_processes_equal_one_process(tmp_path, synth_dir):
     # Same global batch (4): one process accumulating 2 micro-batches of 2, two gloo processes with 2 each.
-    _train(tmp_path, synth_dir, "one")
+    # ADT's dropout (0.1, as released) draws its masks from each process's own generator, as in any data-parallel
+    # run, so the equality is checked with it off.
+    no_dropout = "model.vision.adt_dropout=0.0"
+    _train(tmp_path, synth_dir, "one", no_dropout)
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                 "-m", "mome.train"]
-    _train(tmp_path, synth_dir, "two", "train.device=cpu", launcher=launcher)
+    _train(tmp_path, synth_dir, "two", "train.device=cpu", no_dropout, launcher=launcher)
     one, two = _losses(tmp_path / "one"), _losses(tmp_path / "two")
     assert len(one) == len(two) == 4
     torch.testing.assert_close(torch.tensor(two), torch.tensor(one), rtol=1e-6, atol=0)
