@@ -1,7 +1,5 @@
 import pytest
 
-pytest.importorskip("gradio", reason="the demo needs Gradio: pip install -e '.[demo]'")
-
 
 @pytest.fixture(scope="session")
 def tiny_demo():

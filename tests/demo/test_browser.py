@@ -1,8 +1,8 @@
 """End to end: the demo's server on 127.0.0.1, driven in headless Chromium by Playwright.
 
 Debian's ``chromium`` is the browser (Playwright's own browser download needs a network this project does not have);
-``.ci/run`` installs it. The screenshot is a test artifact (``demo.png`` in the test's tmp dir, and the path in
-``MOME_DEMO_SCREENSHOT`` when set: `tools/demo_screenshot.py` uses that for the README).
+``.ci/run`` installs it. The screenshot is a test artifact (``demo.png`` in the test's tmp dir); the README's is taken by
+`tools/demo_screenshot.py` with a real model instead of this test's fixed answer.
 """
 
 import io
@@ -10,17 +10,18 @@ import os
 import re
 import shutil
 import socket
-from pathlib import Path
 
 import pytest
 
-INSTALL = "apt-get install -y chromium, and pip install -e '.[demo]' for Playwright's Python package"
-CHROMIUM = next(filter(None, (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome"))), None)
+pytest.importorskip("gradio", reason="the demo needs Gradio: pip install -e '.[demo]'")
 
+CHROMIUM = next(filter(None, (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome"))), None)
 try:
     from playwright.sync_api import expect, sync_playwright
 except ImportError:
     sync_playwright = None
+MISSING = [what for what, missing in (("Chromium (Debian: apt-get install -y chromium)", CHROMIUM is None),
+                                      ("Playwright (pip install -e '.[demo]')", sync_playwright is None)) if missing]
 
 
 def _free_port() -> int:
@@ -63,8 +64,7 @@ def server(tiny_demo, example_rows):
         page.close()
 
 
-@pytest.mark.skipif(CHROMIUM is None or sync_playwright is None,
-                    reason=f"needs a Chromium and Playwright: {INSTALL}")
+@pytest.mark.skipif(bool(MISSING), reason="the browser test needs " + " and ".join(MISSING))
 def test_page_in_a_browser(server, example_rows, tmp_path):
     from PIL import Image
 
@@ -101,9 +101,11 @@ def test_page_in_a_browser(server, example_rows, tmp_path):
             box_pixels = sum(1 for px in overlay.getdata() if all(abs(a - b) < 40 for a, b in zip(px, BOX_COLOR)))
             assert box_pixels > 100, "the predicted box is not drawn on the image"
 
-            shot = tmp_path / "demo.png"
-            page.screenshot(path=str(shot), full_page=True)
-            if os.environ.get("MOME_DEMO_SCREENSHOT"):
-                shutil.copyfile(shot, Path(os.environ["MOME_DEMO_SCREENSHOT"]))
+            page.screenshot(path=str(tmp_path / "demo.png"), full_page=True)
+            print(f"screenshot: {tmp_path / 'demo.png'}")
+
+            # the examples are one click away
+            page.get_by_text("What is the value of bar").first.click()
+            expect(page.locator("#demo-prompt textarea")).to_have_value(re.compile("What is the value of bar"))
         finally:
             browser.close()

@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mome import demo as D
+pytest.importorskip("gradio", reason="the demo needs Gradio: pip install -e '.[demo]'")
+pytest.importorskip("matplotlib", reason="the demo needs matplotlib: pip install -e '.[demo]'")
+
+from mome import demo as D  # noqa: E402
 
 
 def _png_header_only(path, width, height):
