@@ -17,5 +17,5 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check --quiet)
 "${PIP[@]}" install "$TORCH_SPEC" numpy
 # Build tools in the env itself: mome builds with --no-build-isolation against the torch installed above.
 "${PIP[@]}" install scikit-build-core pybind11 ninja "cmake>=3.26"
-"${PIP[@]}" install --no-build-isolation -e ".[test,model,train,analysis,onnx]"
+"${PIP[@]}" install --no-build-isolation -e ".[test,model,train,analysis,onnx,demo]"
 "$VENV/bin/python" -m mome.info
