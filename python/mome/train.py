@@ -75,7 +75,7 @@ class StageConfig:
     lr: float = 5e-4  # peak, reached after linear warm-up from 0; then cosine to min_lr
     warmup_steps: int = 1000
     min_lr: float = 0.0
-    weight_decay: float = 0.05  # AdamW; biases, norms and adapter scales are not decayed
+    weight_decay: float = 0.05  # AdamW; biases, norms and adapter scales are not decayed (`no_weight_decay`)
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     global_batch_size: int | None = None  # this stage's (the release: 64, then 16); None: train.global_batch_size
     micro_batch_size: int | None = None  # None: train.micro_batch_size
@@ -324,12 +324,18 @@ def _load_weights(model, weights: dict[str, torch.Tensor], source) -> None:
     model.load_state_dict(weights, strict=False)
 
 
+def no_weight_decay(name: str, p: torch.Tensor) -> bool:
+    """The release's rule (1-d tensors and biases are not decayed), with MoLE's stacked per-expert biases (K, ·)
+    counted as the biases they are."""
+    return p.ndim < 2 or "bias" in name or name.endswith((".scale", ".b_down", ".b_up"))
+
+
 def make_optimizer(model, stage: StageConfig):
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if p.ndim < 2 or name.endswith(".scale") else decay).append(p)
+        (no_decay if no_weight_decay(name, p) else decay).append(p)
     groups = [{"params": decay, "weight_decay": stage.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=stage.lr, betas=tuple(stage.betas))
 

@@ -24,6 +24,12 @@ def test_config_resolves(path):
         assert stage.betas == [0.9, 0.999] and stage.weight_decay == 0.05
     assert not model.language.train  # the paper keeps the LLM frozen
     assert model.vision.adt_layers == 6 and model.vision.num_tokens == 256
+    assert t.grad_clip == 0.0  # as released: no clipping
+    assert "clip" not in model.vision.use  # the tables' "CLIP" is EVA-CLIP, not OpenAI CLIP
+    if "clip" in path.stem:
+        assert model.vision.use == ["eva_clip"]
+    if 2 in t.stages:
+        assert t.batch_sizes(2)[0] == 16  # as released: stage 2 trains at batch 16
 
 
 def test_table_rows():
@@ -98,3 +104,20 @@ def test_training_batches_one_group_per_optimizer_step(tmp_path):
     resumed = Batches(records, tmp_path, model_cfg, run, distributed.Dist(rank=1, world_size=2), seed=1,
                       global_batch_size=8, micro_batch_size=2, consumed=3 * 2 * 2)  # resume at step 3
     assert [r["id"] for r in resumed.next()["records"]] == r1[6]
+
+
+def test_weight_decay_follows_the_release():
+    """Decayed: weight matrices (MoLE's stacked (K, D, R) ones too), ADT's reference points and query position
+    embeddings; not decayed: 1-d tensors, biases (MoLE's stacked (K, ·) ones too), adapter scales."""
+    from mome.model import MoME, MoMEConfig
+    from mome.train import StageConfig, make_optimizer
+
+    model = MoME(MoMEConfig.preset("tiny", ["language.train=false"]))
+    decay, no_decay = make_optimizer(model, StageConfig()).param_groups
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed = {names[id(p)].rsplit(".", 1)[-1] for p in decay["params"]}
+    kept = {names[id(p)].rsplit(".", 1)[-1] for p in no_decay["params"]}
+    assert decayed == {"weight", "w_down", "w_up", "reference", "query_pos"}
+    assert kept == {"bias", "b_down", "b_up", "scale", "weight"}  # "weight": LayerNorms (1-d)
+    assert all(p.ndim == 1 for p in no_decay["params"] if names[id(p)].endswith(".weight"))
+    assert decay["weight_decay"] > 0 and no_decay["weight_decay"] == 0
