@@ -27,10 +27,12 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, UnidentifiedImageError
 
+from mome.data.records import parse_box
+
 __all__ = ["Demo", "Answer", "DemoError", "open_image", "draw_box", "vision_chart", "language_chart", "examples",
            "build_page", "main", "DEFAULT_MODEL", "MAX_SIDE"]
 
-DEFAULT_MODEL = Path("runs/tiny-synth/stage2/final")  # the output of `python -m mome.train` with no arguments
+DEFAULT_MODEL = Path("runs/tiny-synth/stage2/final")  # `python -m mome.train`'s output, from the same directory
 MAX_SIDE = 1024  # longer sides are downscaled: every encoder resizes far below this, so only decoding time is saved
 MAX_NEW_TOKENS = 256
 BOX_COLOR = (255, 0, 200)  # a magenta that no synthetic scene uses, so the box is visible on every example
@@ -71,12 +73,6 @@ def open_image(image) -> tuple[Image.Image, str]:
         im.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.LANCZOS)
         note = f"The image is {size[0]}×{size[1]} pixels; it was downscaled to {im.width}×{im.height}."
     return im, note
-
-
-def parse_box(text: str) -> list[float] | None:
-    from mome.data.records import parse_box as parse
-
-    return parse(text)
 
 
 # -- outputs -------------------------------------------------------------------------------------------------------
@@ -194,8 +190,8 @@ def load_model(model_dir: str | os.PathLike | None = None, preset: str | None = 
 class Demo:
     """One model and the lock that serialises its requests; `answer` and `load` are the page's two actions."""
 
-    def __init__(self, model, label: str):
-        self.model, self.label = model, label
+    def __init__(self, model, label: str, device: str = "cpu"):
+        self.model, self.label, self.device = model, label, device
         self.lock = threading.Lock()
 
     @property
@@ -214,7 +210,7 @@ class Demo:
             return self.status(), "Type a model folder (one written by `MoME.save_pretrained`) to load it."
         try:
             with self.lock:
-                model, label = load_model(folder)
+                model, label = load_model(folder, device=self.device)
                 self.model, self.label = model, label
         except DemoError as e:
             return self.status(), f"⚠️ {e}\n\nThe current model stays loaded."
@@ -238,11 +234,14 @@ class Demo:
                 raise DemoError(f"Decoding must be greedy or sampling, got {decoding!r}.")
         except DemoError as e:
             return Answer(f"⚠️ {e}")
-        with self.lock:
-            result = self.model.generate([im], [prompt], max_new_tokens=max_new_tokens,
-                                         do_sample=decoding == "sampling", temperature=temperature, top_p=top_p,
-                                         seed=seed)[0]
-            num_experts = self.num_experts
+        try:
+            with self.lock:
+                result = self.model.generate([im], [prompt], max_new_tokens=max_new_tokens,
+                                             do_sample=decoding == "sampling", temperature=temperature,
+                                             top_p=top_p, seed=seed)[0]
+                num_experts = self.num_experts
+        except Exception as e:  # the page reports it; the server keeps serving
+            return Answer(f"⚠️ The model failed on this input: {type(e).__name__}: {e}")
         box = parse_box(result.text)
         notes = [note] if note else []
         if box is None:
@@ -346,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="config overrides key=value")
     args = parser.parse_args(argv)
 
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # a local page: no usage reports to Gradio
     try:
         import gradio  # noqa: F401
     except ImportError:
@@ -357,8 +357,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mome.demo: {e}", file=sys.stderr)
         return 2
     print(f"mome.demo: model: {label.replace('`', '').replace('*', '')}", file=sys.stderr)
-    demo = Demo(model, label)
-    rows = examples()
+    demo = Demo(model, label, args.device)
+    try:
+        rows = examples()
+    except OSError as e:  # e.g. a read-only home: the page works without them
+        print(f"mome.demo: no examples ({e})", file=sys.stderr)
+        rows = []
     page = build_page(demo, rows)
     page.queue(default_concurrency_limit=1)
     page.launch(server_name=args.host, server_port=args.port,

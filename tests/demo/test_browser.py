@@ -1,8 +1,8 @@
 """End to end: the demo's server on 127.0.0.1, driven in headless Chromium by Playwright.
 
-Debian's ``chromium`` is the browser (Playwright's own browser download needs a network this project does not have);
-``.ci/run`` installs it. The screenshot is a test artifact (``demo.png`` in the test's tmp dir); the README's is taken by
-`tools/demo_screenshot.py` with a real model instead of this test's fixed answer.
+Debian's ``chromium`` is the browser (Playwright's own browser download needs a network this project does not
+have); ``.ci/run`` installs it. The screenshot is a test artifact (``demo.png`` in the test's tmp dir); the README's
+is taken by `tools/demo_screenshot.py` with a real model instead of this test's fixed answer.
 """
 
 import io

@@ -150,6 +150,15 @@ def test_bad_input_gets_a_message_and_no_answer(tiny_demo, example_rows, image_o
     assert a.text == "" and a.overlay is None and a.vision is None and a.language is None
 
 
+def test_a_failing_model_gets_a_message_not_a_stack_trace(tiny_demo, example_rows):
+    class Broken:
+        def generate(self, *args, **kwargs):
+            raise RuntimeError("out of memory")
+
+    a = D.Demo(Broken(), "broken").answer(*example_rows[0])
+    assert a.message == "⚠️ The model failed on this input: RuntimeError: out of memory" and a.text == ""
+
+
 def test_a_huge_upload_is_answered_with_the_downscaling_note(tiny_demo, tmp_path):
     path = tmp_path / "big.png"
     Image.new("RGB", (2048, 1500), "white").save(path, compress_level=1)
