@@ -107,5 +107,12 @@ def test_page_in_a_browser(server, example_rows, tmp_path):
             # the examples are one click away
             page.get_by_text("What is the value of bar").first.click()
             expect(page.locator("#demo-prompt textarea")).to_have_value(re.compile("What is the value of bar"))
+
+            # a model folder that does not load: a message, and the model stays
+            page.get_by_text("Load another model").click()
+            page.locator("#demo-folder").get_by_role("textbox").fill(str(tmp_path / "no-model"))
+            page.locator("#demo-load").click()
+            expect(page.locator("#demo-message")).to_contain_text("is not a folder")
+            expect(page.locator("#demo-status")).to_contain_text("tiny")
         finally:
             browser.close()
