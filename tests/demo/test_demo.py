@@ -227,3 +227,19 @@ def test_examples_are_one_record_of_each_synthetic_dataset(example_rows):
     for (image, prompt), dataset in zip(example_rows, DATASETS):
         assert f"/{dataset}/" in image and Image.open(image).size[0] > 0
         assert prompt and "<image>" not in prompt
+
+
+def test_cli_serves_the_page_on_the_given_host_and_port(tmp_path, monkeypatch, capsys):
+    import gradio as gr
+
+    launched = {}
+    monkeypatch.setattr(gr.Blocks, "launch", lambda self, **kw: launched.update(kw, page=self))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)  # no runs/ here: the untrained tiny preset
+    assert D.main(["--host", "127.0.0.2", "--port", "7999"]) == 0
+    assert launched["server_name"] == "127.0.0.2" and launched["server_port"] == 7999
+    examples_dir = tmp_path / "cache" / "mome" / "demo-examples"
+    assert launched["allowed_paths"] == [str(examples_dir / "images" / "test")]
+    assert "untrained" in capsys.readouterr().err
+    status = next(b for b in launched["page"].blocks.values() if getattr(b, "elem_id", None) == "demo-status")
+    assert "untrained" in status.value
