@@ -83,7 +83,9 @@ def draw_box(image: Image.Image, box: list[float]) -> Image.Image:
     W, H = out.size
     x1, y1, x2, y2 = box
     width = max(2, round(max(W, H) / 120))
-    ImageDraw.Draw(out).rectangle([x1 * W, y1 * H, x2 * W - 1, y2 * H - 1], outline=BOX_COLOR, width=width)
+    # the last pixel inside is x2·W − 1; a zero-width box (x1 = x2) still gets a line
+    corners = [x1 * W, y1 * H, max(x1 * W, x2 * W - 1), max(y1 * H, y2 * H - 1)]
+    ImageDraw.Draw(out).rectangle(corners, outline=BOX_COLOR, width=width)
     return out
 
 
@@ -266,8 +268,7 @@ def examples(cache_dir: str | os.PathLike | None = None) -> list[list[str]]:
     index = cache_dir / "examples.json"
     if not index.is_file():
         cache_dir.mkdir(parents=True, exist_ok=True)
-        # 2 records per dataset's share is enough for one of each (the smallest share is 1/12)
-        records = make_split(cache_dir, "test", 2 * len(DATASETS) + 2, seed=0)
+        records = make_split(cache_dir, "test", 16, seed=0)  # 16 give each dataset one (the smallest share: 1/12)
         first = {}
         for r in records:
             first.setdefault(r["dataset"], [r["image"], r["conversations"][0]["value"].replace("<image>", "").strip()])

@@ -98,6 +98,12 @@ def test_draw_box_draws_the_normalised_box_on_an_enlarged_image():
     assert not is_box[144, 192]  # the inside stays as it was
 
 
+@pytest.mark.parametrize("box", [[0.5, 0.5, 0.5, 0.5], [0.0, 0.0, 1.0, 1.0], [0.9, 0.2, 0.9, 0.8]])
+def test_draw_box_draws_degenerate_and_full_boxes(box):
+    out = D.draw_box(Image.new("RGB", (64, 64), "white"), box)
+    assert (np.asarray(out) == D.BOX_COLOR).all(-1).any()
+
+
 def test_vision_chart_shows_each_encoders_share_of_weight_and_importance():
     routing = {"vision": {"eva_clip": 0.2, "dinov2": 0.3, "pix2struct": 0.5},
                "vision_importance": {"eva_clip": 1.0, "dinov2": 1.0, "pix2struct": 2.0}}
