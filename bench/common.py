@@ -151,3 +151,5 @@ def add_common_args(parser) -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", default=None, help="write results here (default bench/results/<op>-<device>.json)")
     parser.add_argument("--reps", type=int, default=10)
+    parser.add_argument("--smoke", action="store_true",
+                        help="CPU: one tiny case, to check that the script runs (tools/gpu_check.sh --dry-run)")

@@ -25,6 +25,7 @@ from mome import ops  # noqa: E402
 from mome.ops import reference  # noqa: E402
 
 CPU_CASES = [dict(B=2, Q=256, H=8, D=32, P=4, hw=hw) for hw in [(16, 16), (37, 37), (35, 58)]]
+SMOKE_CASES = [dict(B=1, Q=16, H=2, D=8, P=2, hw=(5, 7))]
 GPU_CASES = [
     dict(B=8, Q=Q, H=8, D=D, P=4, hw=hw)
     for Q in (256, 576)
@@ -175,7 +176,7 @@ def main(argv=None):
     if device.type == "cuda":
         return main_cuda(args)
     impls = {"mome": ops.deform_attn, "reference": reference.deform_attn}
-    return common.run_cases("deform_attn", impls, CPU_CASES, bench_case, args, device)
+    return common.run_cases("deform_attn", impls, SMOKE_CASES if args.smoke else CPU_CASES, bench_case, args, device)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from mome import ops  # noqa: E402
 from mome.ops import reference  # noqa: E402
 
 CPU_CASES = [dict(T=2048, D=512, R=64, K=4, routing="balanced"), dict(T=2048, D=512, R=64, K=4, routing="skewed")]
+SMOKE_CASES = [dict(T=64, D=32, R=8, K=2, routing="balanced")]
 
 
 def dense_all_experts(x, expert_ids, w_down, b_down, w_up, b_up, scale, gate=None):
@@ -204,7 +205,8 @@ def main(argv=None):
     if device.type == "cuda":
         return gpu_main(args)
     impls = {"mome": ops.grouped_adapter, "reference": reference.grouped_adapter, "dense": dense_all_experts}
-    return common.run_cases("grouped_adapter", impls, CPU_CASES, bench_case, args, device, baselines=("reference", "dense"))
+    cases = SMOKE_CASES if args.smoke else CPU_CASES
+    return common.run_cases("grouped_adapter", impls, cases, bench_case, args, device, baselines=("reference", "dense"))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from mome import ops  # noqa: E402
 from mome.ops import reference  # noqa: E402
 
 CPU_CASES = [dict(N=3, B=2, L=256, D=1024), dict(N=3, B=8, L=256, D=512)]
+SMOKE_CASES = [dict(N=2, B=1, L=16, D=32)]
 GPU_CASES = [dict(N=3, B=8, L=256, D=4096), dict(N=3, B=8, L=576, D=1024), dict(N=4, B=16, L=256, D=2048)]
 
 
@@ -121,7 +122,7 @@ def main(argv=None):
     if device.type == "cuda":
         return main_cuda(args)
     impls = {"mome": ops.router_mix, "reference": reference.router_mix}
-    return common.run_cases("router_mix", impls, CPU_CASES, bench_case, args, device)
+    return common.run_cases("router_mix", impls, SMOKE_CASES if args.smoke else CPU_CASES, bench_case, args, device)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@
 #     bash tools/gpu_check.sh --dry-run       here / in CI, on the CPU: the same steps and the same summary, nothing
 #                                             CUDA runs (the build is skipped: scripts/check_cuda_build.sh compiles it;
 #                                             tests/cuda collects and skips; sanitizers run the selections without
-#                                             compute-sanitizer; benchmarks run their CPU path with one repetition)
+#                                             compute-sanitizer; benchmarks parse their GPU arguments and run one
+#                                             tiny CPU case)
 #     bash tools/gpu_check.sh --pack          here, once: CUTLASS 4.2.0.0 headers -> .gpu_carry/cutlass.tar.gz
 #     bash tools/gpu_check.sh --list          the steps and their time budgets
 #
@@ -73,7 +74,8 @@ step_env() {
   nvcc --version | tail -2 || echo "nvcc: not available"
   echo "compute-sanitizer: $(command -v compute-sanitizer || echo 'not available')"
   cmake --version | head -1; ninja --version
-  "$PY" -m pip list 2>/dev/null | grep -i -E "^(torch|pytest|pytest-timeout|scikit-build-core|pybind11|nvidia-cutlass|expecttest|transformers) "
+  "$PY" -m pip list 2>/dev/null |
+    grep -i -E "^(torch|pytest|pytest-timeout|scikit-build-core|pybind11|nvidia-cutlass|expecttest|transformers) "
   echo "CUTLASS for the build: $(cutlass_root || echo '<none>')"
   echo "nproc $(nproc)"
   return 0
@@ -134,10 +136,10 @@ step_memcheck_router_mix() { sanitize memcheck "${MEMCHECK_ROUTER_MIX[@]}"; }
 step_memcheck_grouped_adapter() { sanitize memcheck "${MEMCHECK_GROUPED_ADAPTER[@]}"; }
 step_racecheck() { sanitize racecheck "${RACECHECK[@]}"; }
 
-bench() {  # script, json name, GPU arguments
+bench() {  # script, json name, GPU arguments (the dry run parses the same ones, then runs one tiny CPU case)
   local script="$1" json="$OUT/$2"; shift 2
   if [ "$DRY" = 1 ]; then
-    "$PY" "$script" --device cpu --reps 1 --json "$json"
+    "$PY" "$script" --json "$json" "$@" --device cpu --reps 1 --smoke
   else
     "$PY" "$script" --device cuda --json "$json" "$@"
   fi
@@ -164,14 +166,15 @@ cutlass_root() {
 
 pack() {  # here: the CUTLASS headers the build needs, as one small file to carry
   local py="${PYTHON:-.venv-cuda/bin/python}" src version
-  src=$("$py" -c "import cutlass_library, os; print(os.path.join(os.path.dirname(cutlass_library.__file__), 'source'))") ||
+  src=$("$py" -c "import cutlass_library as c, os; print(os.path.join(os.path.dirname(c.__file__), 'source'))") ||
     { echo "pack: no nvidia-cutlass in $py (pip install --no-deps nvidia-cutlass==4.2.0.0)"; return 1; }
-  version=$(grep -E "#define CUTLASS_(MAJOR|MINOR|PATCH) " "$src/include/cutlass/version.h" | awk '{print $3}' | paste -sd.)
-  [ "$version" = "4.2.0" ] || echo "pack: warning: CUTLASS $version, the build is tested with 4.2.0 (nvidia-cutlass==4.2.0.0)"
+  version=$(grep -E "#define CUTLASS_(MAJOR|MINOR|PATCH) " "$src/include/cutlass/version.h" | awk '{print $3}' |
+            paste -sd.)
+  [ "$version" = "4.2.0" ] || echo "pack: warning: CUTLASS $version; the build is tested with 4.2.0 (nvidia-cutlass==4.2.0.0)"
   mkdir -p .gpu_carry
   tar -C "$src" -czf .gpu_carry/cutlass.tar.gz include tools/util/include
   grep -qxF "/.gpu_carry/" .git/info/exclude 2>/dev/null || echo "/.gpu_carry/" >> .git/info/exclude
-  echo "pack: CUTLASS $version headers -> .gpu_carry/cutlass.tar.gz ($(du -h .gpu_carry/cutlass.tar.gz | cut -f1)); carry .gpu_carry"
+  echo "pack: CUTLASS $version headers -> .gpu_carry/cutlass.tar.gz ($(du -h .gpu_carry/cutlass.tar.gz | cut -f1))"
 }
 
 # --------------------------------------------------------------------------------------------------------------------
