@@ -36,6 +36,8 @@ import numpy as np
 GROUP_ORDER = ("general", "rec", "reg", "document")
 GROUP_COLORS = {"general": "tab:blue", "rec": "tab:orange", "reg": "tab:green", "document": "tab:red"}
 
+from mome.cli import UsageError, need_dir, need_model_dir, parse, positive, run
+
 __all__ = ["collect", "pca", "vision_importance", "language_load", "analyze", "main"]
 
 
@@ -451,10 +453,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--synth-dir", default=None, help="where --data synth is generated (default: data/synth)")
     p.add_argument("--synth-n", type=int, default=2000, help="train records of a new synthetic benchmark")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("overrides", nargs="*", help="model config overrides key=value")
-    args = p.parse_args(argv)
-    if args.cards < 0 or args.batch_size < 1 or (args.limit is not None and args.limit < 1):
-        raise ValueError("--cards must be >= 0, --batch-size and --limit >= 1")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error (also MOME_DEBUG=1)")
+    p.add_argument("overrides", nargs="*", help="model config overrides key=value (flags and overrides in any order)")
+    args = parse(p, argv)
+    if args.cards < 0:
+        raise UsageError(f"--cards must be >= 0, got {args.cards}")
+    positive("--batch-size", args.batch_size)
+    positive("--max-new-tokens", args.max_new_tokens)
+    positive("--limit", args.limit, allow_none=True)
+    if args.model:
+        need_model_dir("--model", args.model)
+    if args.data != "synth" and not Path(args.data).exists():
+        raise UsageError(f"--data {args.data}: no such records file or folder (or give: synth)")
+    if args.image_root:
+        need_dir("--image-root", args.image_root)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
@@ -476,8 +488,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (ValueError, FileNotFoundError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run(main, "python -m mome.analyze"))

@@ -28,10 +28,12 @@ import shutil
 import sys
 from pathlib import Path
 
+from mome.cli import UsageError, parse, run
+
 __all__ = ["convert_official", "main"]
 
 
-class ConvertError(ValueError):
+class ConvertError(UsageError):
     """An input of the converter is missing or not what it must be."""
 
 
@@ -160,23 +162,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stage", type=int, default=2, help="2 (default): a stage-2 model, replicating a stage-1 "
                                                         "checkpoint's adapters; 1: keep a stage-1 single adapter")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides applied over the preset")
-    args, extra = parser.parse_known_args(argv)
-    overrides = list(args.overrides) + [e for e in extra if "=" in e and not e.startswith("-")]
-    unknown = [e for e in extra if e not in overrides]
-    if unknown:
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    from mome.model import CheckpointError, ConfigError
-    from mome.model.official import OfficialCheckpointError
-
-    try:
-        convert_official(args.ckpt, args.eva, args.dinov2, args.pix2struct, args.llm, args.out, sbert=args.sbert,
-                         preset=args.preset, stage=args.stage, overrides=overrides,
-                         log=lambda m: print(m, file=sys.stderr))
-    except (ConvertError, CheckpointError, ConfigError, OfficialCheckpointError, ValueError, OSError) as e:
-        print(f"python -m mome.convert: error: {e}", file=sys.stderr)
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error (also MOME_DEBUG=1)")
+    argv = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--debug"]
+    if not argv or argv[0] != "official":
+        parser.parse_args(argv)  # help, or the usage error naming the command
         return 2
+    args = parse(p, argv[1:])
+    convert_official(args.ckpt, args.eva, args.dinov2, args.pix2struct, args.llm, args.out, sbert=args.sbert,
+                     preset=args.preset, stage=args.stage, overrides=args.overrides,
+                     log=lambda m: print(m, file=sys.stderr))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main, "python -m mome.convert"))

@@ -9,7 +9,8 @@ export of this model (`python -m mome.export onnx --part vision-tower`); without
 to a temporary file first.
 
 ``--json`` prints one object ``{"text": ..., "routing": {"vision": {encoder: weight}, "vision_importance":
-{encoder: ‖G_s(I)_i · f̂_i‖}, "language": [MoLE expert per layer] or null}}``.
+{encoder: mean |G_s(I)_i · f̂_i|}, "language": [MoLE expert per layer] or null}}``. Flags and ``key=value``
+overrides may come in any order; bad input exits with status 2 and a message naming it.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ import json
 import os
 import sys
 
+from mome.cli import UsageError, need_file, need_model_dir, parse, positive, read_image, run
 
-def main(argv: list[str] | None = None) -> int:
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m mome.generate", description=__doc__.split("\n")[0])
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", help="a directory written by MoME.save_pretrained")
@@ -37,20 +40,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vision-backend", choices=["torch", "onnx"], default="torch",
                         help="run the vision side (MoVE) with PyTorch or with onnxruntime")
     parser.add_argument("--onnx", help="with --vision-backend onnx: the vision-tower .onnx of this model")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error (also MOME_DEBUG=1)")
     parser.add_argument("overrides", nargs="*", help="config overrides key=value (with --preset)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(build_parser(), argv)
+    # Every input is checked before a model is built.
+    if not args.prompt.strip():
+        raise UsageError("--prompt is empty")
+    positive("--max-new-tokens", args.max_new_tokens)
+    positive("--temperature", args.temperature)
+    if not 0 < args.top_p <= 1:
+        raise UsageError(f"--top-p must be in (0, 1], got {args.top_p}")
+    if args.model:
+        need_model_dir("--model", args.model)
+    if args.onnx:
+        need_file("--onnx", args.onnx)
+    image = read_image("--image", args.image)
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from PIL import Image
-
     from mome.model import MoME, MoMEConfig
 
     if args.model:
         model = MoME.from_pretrained(args.model, args.overrides or None, device=args.device)
     else:
         model = MoME(MoMEConfig.preset(args.preset, args.overrides or None)).to(args.device)
-    with Image.open(args.image) as im:
-        image = im.convert("RGB")
     from mome.export.runtime import vision_backend
 
     with vision_backend(model, args.vision_backend, args.onnx):
@@ -69,4 +85,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main, "python -m mome.generate"))

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import platform
+import sys
 
 import torch
 
 import mome
 from mome import ops
+from mome.cli import parse, run
 
 
 def report() -> str:
@@ -37,9 +40,13 @@ def report() -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mome.info", description=__doc__.split("\n")[0])
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error (also MOME_DEBUG=1)")
+    parse(parser, argv)
     print(report())
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run(main, "python -m mome.info"))

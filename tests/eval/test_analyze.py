@@ -167,5 +167,5 @@ def test_cli(bench, tmp_path):
     summary = _load(out, "analysis.json")
     assert summary["samples"] == 7 and summary["collapse"]["checked"] is False
     assert len(list((out / "cards").glob("*.png"))) == 2
-    with pytest.raises(FileNotFoundError, match="no such records file"):
+    with pytest.raises(ValueError, match="--data .*no such records file"):
         an.main(["--preset", "tiny", "--data", str(tmp_path / "x.jsonl"), "--out", str(out)])

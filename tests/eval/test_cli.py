@@ -85,21 +85,23 @@ def test_cli_synth_on_first_use_limit_and_seed(tmp_path):
 
 
 def test_cli_clear_errors(bench, tmp_path):
-    with pytest.raises(FileNotFoundError, match="--model .*no such folder"):
+    from mome.cli import UsageError
+
+    with pytest.raises(UsageError, match="--model .*no such folder"):
         main(["--model", str(tmp_path / "nope"), "--data", str(bench), "--out", str(tmp_path)])
-    with pytest.raises(FileNotFoundError, match="--data .*no such records file"):
+    with pytest.raises(UsageError, match="--data .*no such records file"):
         main(FAST + ["--data", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path)])
-    with pytest.raises(FileNotFoundError, match="image root"):
+    with pytest.raises(UsageError, match="--image-root .*no such folder"):
         main(FAST + ["--data", str(bench), "--image-root", str(tmp_path / "nope"), "--out", str(tmp_path)])
     (tmp_path / "empty_model").mkdir()
-    with pytest.raises(FileNotFoundError, match="neither a saved model"):
+    with pytest.raises(UsageError, match="not a MoME model folder"):
         main(["--model", str(tmp_path / "empty_model"), "--data", str(bench), "--out", str(tmp_path)])
-    # as a program: exit status 2 and one line on stderr, no traceback
+    # as a program: exit status 2 and a message naming the flag on stderr, no traceback
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run([sys.executable, "-m", "mome.eval", "--model", str(tmp_path / "nope"), "--data", str(bench),
                            "--out", str(tmp_path)], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 2
-    assert proc.stderr.strip().startswith("error: --model") and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("python -m mome.eval: error: --model") and "Traceback" not in proc.stderr
 
 
 def test_cli_model_folder_equals_preset(bench, tmp_path):

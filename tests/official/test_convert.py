@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from mome.convert import main as convert_main
+from mome.cli import run
+from mome.convert import main
 from mome.model import MoME
 from mome.model.mole import attach_mole, mole_modules
 from mome.model.official import ENCODER_PREFIXES, mome_to_official
@@ -26,6 +27,11 @@ pytestmark = pytest.mark.slow
 
 class Payload:
     """A pickle that needs a global of ours: ``torch.load(weights_only=True)`` refuses it."""
+
+
+def convert_main(argv: list[str]) -> int:
+    """The program as ``python -m mome.convert`` runs it: bad input → status 2 and a message."""
+    return run(main, "python -m mome.convert", argv)
 
 
 def _strip(tensors: dict, prefix: str) -> dict:

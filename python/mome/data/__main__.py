@@ -12,6 +12,9 @@ import argparse
 import sys
 import time
 import warnings
+from pathlib import Path
+
+from mome.cli import UsageError, run
 
 
 def _progress(args) -> bool:
@@ -50,8 +53,14 @@ def main(argv: list[str] | None = None) -> int:
 
     sub.add_parser("list", help="list the converters")
 
+    argv = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--debug"]
     args = parser.parse_args(argv)
     if args.command == "convert":
+        src = Path(args.src)
+        if not src.exists():
+            raise UsageError(f"--src {args.src}: no such folder or file")
+        if Path(args.out).suffix not in (".json", ".jsonl"):
+            raise UsageError(f"--out {args.out}: must end in .jsonl or .json")
         conv = converters.REGISTRY[args.name]
         if args.on_missing is not None and args.images is None:
             parser.error("--on-missing needs --images")
@@ -85,8 +94,4 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     # Warnings (skipped records, absent files) are messages for the user here, not code locations.
     warnings.showwarning = lambda message, *_, **__: print(f"warning: {message}", file=sys.stderr)
-    try:
-        sys.exit(main())
-    except (ValueError, FileNotFoundError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run(main, "python -m mome.data"))

@@ -188,13 +188,18 @@ def load_records(path: str | os.PathLike, validate: bool = True) -> list[dict]:
                 try:
                     records.append(json.loads(line))
                 except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{lineno}: not valid JSON: {e}") from None
+                    raise ValueError(f"{path}:{lineno}: not valid JSON: {e.msg} at column {e.colno}") from None
                 if validate:
                     validate_record(records[-1], f"{path}:{lineno}")
         return records
     if path.suffix == ".json":
         with open(path, encoding="utf-8") as f:
-            records = json.load(f)
+            try:
+                records = json.load(f)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}: not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}") from None
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
         if not isinstance(records, list):
             raise ValueError(f"{path}: a .json records file must hold a list of records")
         if validate:

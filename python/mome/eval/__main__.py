@@ -22,6 +22,9 @@ import argparse
 import os
 import sys
 import time
+from pathlib import Path
+
+from mome.cli import UsageError, need_dir, need_file, need_model_dir, parse, positive, run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,14 +57,34 @@ def build_parser() -> argparse.ArgumentParser:
                    help="official (default): every dataset scored by its benchmark's evaluator; what the MoME paper "
                         "followed instead: lavis (OK-VQA, GQA as InstructBLIP), ureader (Document group as UReader), "
                         "paper (both); docs/metrics.md")
-    p.add_argument("overrides", nargs="*", help="model config overrides key=value")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error (also MOME_DEBUG=1)")
+    p.add_argument("overrides", nargs="*", help="model config overrides key=value (flags and overrides in any order)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.batch_size < 1 or args.max_new_tokens < 1 or (args.limit is not None and args.limit < 1):
-        raise ValueError("--batch-size, --max-new-tokens and --limit must be >= 1")
+    args = parse(build_parser(), argv)
+    # Every input is checked before anything is generated, built or written.
+    positive("--batch-size", args.batch_size)
+    positive("--max-new-tokens", args.max_new_tokens)
+    positive("--limit", args.limit, allow_none=True)
+    positive("--synth-n", args.synth_n)
+    if args.model:
+        need_model_dir("--model", args.model)
+    if args.data != "synth" and not Path(args.data).exists():
+        raise UsageError(f"--data {args.data}: no such records file or folder (or give: synth)")
+    if args.image_root:
+        need_dir("--image-root", args.image_root)
+    if args.onnx:
+        need_file("--onnx", args.onnx)
+    if args.overrides:
+        from mome.model import MoMEConfig
+
+        saved = Path(args.model or "") / "config.yaml"
+        base = MoMEConfig.load(saved) if args.model and saved.is_file() else (
+            MoMEConfig.preset(args.preset) if args.preset else None)
+        if base is not None:
+            base.override(args.overrides)  # unknown keys / bad values fail here, naming the key
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
@@ -107,8 +130,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (ValueError, FileNotFoundError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run(main, "python -m mome.eval"))

@@ -13,6 +13,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
+
+from mome.cli import UsageError, need_model_dir, parse, run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,8 +27,20 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--preset", help="build a fresh model from a preset (e.g. tiny)")
     p.add_argument("--part", required=True, choices=["eva", "clip", "dino", "pix2struct", "vision-tower"])
     p.add_argument("--out", required=True, help="the .onnx file to write")
-    p.add_argument("overrides", nargs="*", help="config overrides key=value")
-    args = parser.parse_args(argv)
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error (also MOME_DEBUG=1)")
+    p.add_argument("overrides", nargs="*", help="config overrides key=value (flags and overrides in any order)")
+    argv = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--debug"]
+    if not argv or argv[0] != "onnx":
+        parser.parse_args(argv)  # help, or the usage error naming the format
+        return 2
+    args = parse(p, argv[1:])
+    if args.model:
+        need_model_dir("--model", args.model)
+    out = Path(args.out)
+    if out.suffix != ".onnx":
+        raise UsageError(f"--out {args.out}: must end in .onnx")
+    if out.parent != Path("") and not out.parent.is_dir():
+        raise UsageError(f"--out {args.out}: the folder {out.parent} does not exist")
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from mome.export.onnx import MissingDependency, export, require_onnx
@@ -33,8 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         require_onnx()
     except MissingDependency as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        raise UsageError(str(err)) from None
     from mome.model import MoME, MoMEConfig
 
     if args.model:
@@ -47,4 +61,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main, "python -m mome.export"))
