@@ -53,6 +53,11 @@ def _error_types() -> tuple[type[BaseException], ...]:
 
 
 def _message(e: BaseException) -> str:
+    mark = getattr(e, "problem_mark", None)  # yaml.MarkedYAMLError
+    if mark is not None:
+        where = f"{mark.name}: " if mark.name and not mark.name.startswith("<") else ""
+        return (f"{where}invalid YAML at line {mark.line + 1}, column {mark.column + 1}: "
+                f"{getattr(e, 'problem', None) or e}")
     if isinstance(e, json.JSONDecodeError):
         return f"not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}"
     if isinstance(e, KeyError) and e.args:
