@@ -1,8 +1,13 @@
-# Find CUTLASS headers: MOME_CUTLASS_DIR, else the PyPI `nvidia-cutlass` wheel (cutlass_library/source/include).
-# Sets MOME_CUTLASS_INCLUDE_DIRS and MOME_CUTLASS_VERSION (both empty when not found; CUTLASS ops then are not built).
+# Find CUTLASS headers: MOME_CUTLASS_DIR (the CMake variable, else the environment variable: pip passes no CMake
+# variables but MOME_WITH_CUDA / MOME_CUDA_ARCHS, see pyproject.toml), else the PyPI `nvidia-cutlass` wheel
+# (cutlass_library/source/include). Sets MOME_CUTLASS_INCLUDE_DIRS and MOME_CUTLASS_VERSION (both empty when not
+# found; CUTLASS ops then are not built).
 set(MOME_CUTLASS_INCLUDE_DIRS "")
 set(MOME_CUTLASS_VERSION "")
 set(_root "${MOME_CUTLASS_DIR}")
+if(NOT _root AND DEFINED ENV{MOME_CUTLASS_DIR})
+  set(_root "$ENV{MOME_CUTLASS_DIR}")
+endif()
 if(NOT _root)
   execute_process(
     COMMAND "${Python_EXECUTABLE}" -c
