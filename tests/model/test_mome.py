@@ -210,3 +210,17 @@ def test_generate_cli_json(tmp_path, capsys):
     assert set(out["routing"]["vision"]) == {"eva_clip", "dinov2", "pix2struct"}
     assert set(out["routing"]["vision_importance"]) == {"eva_clip", "dinov2", "pix2struct"}
     assert isinstance(out["routing"]["language"], list)
+
+
+def test_sentence_embeddings_do_not_depend_on_their_batch():
+    """A resumed run starts with an empty cache and meets the instructions in other groupings: each embedding must
+    be the same bits whichever texts were encoded with it (a padded batch would change the last bits)."""
+    from mome.model.sentence import SentenceEncoder
+
+    texts = ["What color is the circle?", "Where is the small red star located? Give its box.", "hi", "Read it."]
+    together = SentenceEncoder().encode(texts)
+    alone = []
+    for t in reversed(texts):
+        enc = SentenceEncoder()  # a fresh cache each time
+        alone.append(enc.encode([t])[0])
+    assert torch.equal(together, torch.stack(alone[::-1]))

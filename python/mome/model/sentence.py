@@ -48,8 +48,10 @@ class SentenceEncoder:
     def encode(self, texts: list[str]) -> torch.Tensor:
         missing = sorted({t for t in texts if t not in self._cache})
         if missing:
+            # One text per forward: a padded batch changes the last bits of each embedding with its batch-mates,
+            # so a run resumed with an empty cache would see other router inputs than the uninterrupted one.
             emb = self.model.encode(missing, convert_to_tensor=True, normalize_embeddings=True,
-                                    show_progress_bar=False, batch_size=64)
+                                    show_progress_bar=False, batch_size=1)
             for text, e in zip(missing, emb.float().cpu()):
                 self._cache[text] = e
         return torch.stack([self._cache[t] for t in texts]) if texts else torch.zeros(0, self.dim)
