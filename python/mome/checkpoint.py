@@ -1,18 +1,26 @@
 """Crash-safe checkpoints: safetensors + JSON, staged, fsynced, a checksummed manifest written last, then renamed.
 
-A checkpoint is a folder `<root>/step-<NNNNNNNN>/` holding
+A checkpoint is a folder `<root>/step-<NNNNNNNN>/` in one of two formats. *full* (one writer, the whole state):
 
     weights.safetensors   the trainable weights (a flat name -> tensor dict)
     state.safetensors     every tensor found in the training state (optimizer moments, RNG states, ...)
     state.json            the rest of the training state, with references to the tensors above
     <extra files>         e.g. the run's config.yaml
-    MANIFEST.json         written last: the step, each file's size and SHA-256
+    MANIFEST.json         written last: the format, the step, each file's size and SHA-256
 
-It is written to a staging folder (`.staging-*`), every file and the folder are fsynced, the manifest goes last, and
-only then is the folder renamed into place (rename is atomic on POSIX). A crash at any point leaves either the
-previous checkpoints untouched plus a staging folder (ignored, cleaned up next time), or a complete new checkpoint.
-Loading verifies sizes and checksums and skips, with a message saying why, any checkpoint that fails. Nothing is
-unpickled: tensors go through safetensors, the rest through JSON.
+*sharded* (every process of a job writes its own part; `mome.training.checkpointing` under FSDP):
+
+    shards/shard-<r>-model-00001-of-00001.safetensors
+                          process r's pieces of the weights and optimizer moments, written by process r through
+                          `torch.distributed.checkpoint` (`save_shards`); each piece's offset in the full tensor is
+                          in the file's metadata, so any number of processes can read them back (`load_shards`)
+    state.json/.safetensors, rng-<r>.json/.safetensors, <extra files>, MANIFEST.json  as above
+
+Either is written to a staging folder (`.staging-*`, `begin`), every file and the folder are fsynced, the manifest
+goes last, and only then is the folder renamed into place (`commit`; rename is atomic on POSIX). A crash at any point
+leaves either the previous checkpoints untouched plus a staging folder (ignored, cleaned up next time), or a complete
+new checkpoint. Loading verifies sizes and checksums and skips, with a message saying why, any checkpoint that fails.
+Nothing is unpickled: tensors go through safetensors, the rest through JSON.
 """
 
 from __future__ import annotations
@@ -115,47 +123,68 @@ def step_dir(root: str | os.PathLike, step: int) -> Path:
     return Path(root) / f"step-{step:08d}"
 
 
-def save_checkpoint(
-    root: str | os.PathLike,
-    step: int,
-    weights: dict[str, torch.Tensor],
-    state: dict | None = None,
-    extra_files: dict[str, str] | None = None,
-    keep_last: int | None = 3,
-) -> Path:
-    """Writes checkpoint `step` under `root` crash-safely and returns its folder; keeps the newest `keep_last`.
-
-    Args:
-        weights: name -> tensor (the trainable weights; stored in weights.safetensors).
-        state: any nesting of dicts/lists/tuples/scalars/tensors (optimizer, scheduler, sampler, RNG, step, ...).
-        extra_files: file name -> text content (e.g. {"config.yaml": ...}).
-        keep_last: how many complete checkpoints to keep (None: all).
-    """
+def begin(root: str | os.PathLike, step: int, tag: str | None = None) -> Path:
+    """A fresh, empty staging folder for checkpoint `step` under `root` (`tag`: what tells concurrent writers'
+    folders apart; default the process id). Files go into it, then `commit` publishes it."""
     if step < 0:
         raise ValueError(f"step must be >= 0, got {step}")
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    final = step_dir(root, step)
-    staging = root / f".staging-{final.name}-{os.getpid()}"
+    staging = root / f".staging-{step_dir(root, step).name}-{tag or os.getpid()}"
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir()
+    return staging
 
-    files = []
-    save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, staging / "weights.safetensors")
-    files.append("weights.safetensors")
-    tree, tensors = flatten_state(state or {})
-    save_file(tensors, staging / "state.safetensors")
-    (staging / "state.json").write_text(json.dumps(tree))
-    files += ["state.safetensors", "state.json"]
-    for name, text in (extra_files or {}).items():
-        if "/" in name or name in (MANIFEST, *files):
-            raise ValueError(f"extra_files: invalid file name {name!r}")
-        (staging / name).write_text(text)
-        files.append(name)
+
+def write_state(folder: Path, name: str, state: Any) -> list[str]:
+    """`state` (see flatten_state) as `<name>.json` + `<name>.safetensors`, each fsynced; returns the file names."""
+    tree, tensors = flatten_state(state)
+    save_file(tensors, folder / f"{name}.safetensors")
+    (folder / f"{name}.json").write_text(json.dumps(tree))
+    files = [f"{name}.safetensors", f"{name}.json"]
+    for f in files:
+        _fsync_file(folder / f)
+    return files
+
+
+def read_state(folder: Path, name: str, map_location: str | torch.device = "cpu") -> Any:
+    tensors = load_file(folder / f"{name}.safetensors", device=str(map_location))
+    return unflatten_state(json.loads((folder / f"{name}.json").read_text()), tensors)
+
+
+def save_shards(folder: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """Every process's local pieces of `tensors` (DTensors: the shards it holds; plain tensors: written once) into
+    `folder`, one safetensors file per process. Collective: every process of the group calls it with the same keys."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint import HuggingFaceStorageWriter
+
+    dcp.save(tensors, storage_writer=HuggingFaceStorageWriter(str(folder), save_distributed=True))
+
+
+def load_shards(folder: Path, tensors: dict[str, torch.Tensor], collective: bool) -> None:
+    """Fills `tensors` (DTensors or plain tensors of the full shapes) in place from `save_shards` files written by
+    any number of processes. `collective`: every process of the group calls it (else this process reads alone)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint import HuggingFaceStorageReader
+
+    with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
+        warnings.simplefilter("ignore", UserWarning)
+        dcp.load(tensors, storage_reader=HuggingFaceStorageReader(str(folder)), no_dist=not collective)
+
+
+def commit(root: str | os.PathLike, step: int, staging: Path, fmt: str = "full", keep_last: int | None = 3) -> Path:
+    """Publishes a staging folder as checkpoint `step`: fsyncs every file, writes the checksummed manifest last,
+    renames the folder into place and keeps the newest `keep_last` complete checkpoints (None: all)."""
+    root = Path(root)
+    final = step_dir(root, step)
+    files = sorted(str(f.relative_to(staging)) for f in staging.rglob("*") if f.is_file())
     for name in files:
         _fsync_file(staging / name)
+    for folder in {(staging / name).parent for name in files} | {staging}:
+        _fsync_dir(folder)
     manifest = {
+        "format": fmt,
         "step": step,
         "files": {name: {"bytes": (staging / name).stat().st_size, "sha256": _sha256(staging / name)} for name in files},
     }
@@ -179,6 +208,37 @@ def save_checkpoint(
     return final
 
 
+def save_checkpoint(
+    root: str | os.PathLike,
+    step: int,
+    weights: dict[str, torch.Tensor],
+    state: dict | None = None,
+    extra_files: dict[str, str] | None = None,
+    keep_last: int | None = 3,
+) -> Path:
+    """Writes checkpoint `step` under `root` crash-safely (the full format, one writer) and returns its folder;
+    keeps the newest `keep_last`.
+
+    Args:
+        weights: name -> tensor (the trainable weights; stored in weights.safetensors).
+        state: any nesting of dicts/lists/tuples/scalars/tensors (optimizer, scheduler, sampler, RNG, step, ...).
+        extra_files: file name -> text content (e.g. {"config.yaml": ...}).
+        keep_last: how many complete checkpoints to keep (None: all).
+    """
+    staging = begin(root, step)
+    save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, staging / "weights.safetensors")
+    write_state(staging, "state", state or {})
+    write_extra_files(staging, extra_files or {})
+    return commit(root, step, staging, "full", keep_last)
+
+
+def write_extra_files(staging: Path, extra_files: dict[str, str]) -> None:
+    for name, text in extra_files.items():
+        if "/" in name or name == MANIFEST or (staging / name).exists():
+            raise ValueError(f"extra_files: invalid file name {name!r}")
+        (staging / name).write_text(text)
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Reading
 
@@ -187,11 +247,20 @@ def save_checkpoint(
 class Checkpoint:
     path: Path
     step: int
-    weights: dict[str, torch.Tensor]
+    weights: dict[str, torch.Tensor] | None  # None in the sharded format: read them with `load_shards`
     state: dict
+    format: str = "full"  # full | sharded
+
+    @property
+    def shards(self) -> Path:
+        return self.path / "shards"
 
     def read_text(self, name: str) -> str:
         return (self.path / name).read_text()
+
+    def read_state(self, name: str):
+        """A state written with `write_state` (e.g. "rng-1"), or None when this checkpoint has none of that name."""
+        return read_state(self.path, name) if (self.path / f"{name}.json").is_file() else None
 
 
 def list_checkpoints(root: str | os.PathLike) -> list[Path]:
@@ -230,11 +299,10 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     """Loads one checkpoint folder after verifying it (CheckpointError if it is incomplete or corrupted)."""
     path = Path(path)
     manifest = verify_checkpoint(path)
-    device = str(map_location)
-    weights = load_file(path / "weights.safetensors", device=device)
-    tensors = load_file(path / "state.safetensors", device=device)
-    state = unflatten_state(json.loads((path / "state.json").read_text()), tensors)
-    return Checkpoint(path=path, step=int(manifest["step"]), weights=weights, state=state)
+    fmt = manifest.get("format", "full")
+    weights = load_file(path / "weights.safetensors", device=str(map_location)) if fmt == "full" else None
+    state = read_state(path, "state", map_location)
+    return Checkpoint(path=path, step=int(manifest["step"]), weights=weights, state=state, format=fmt)
 
 
 def latest_checkpoint(root: str | os.PathLike, map_location: str | torch.device = "cpu", log=None) -> Checkpoint | None:

@@ -11,23 +11,22 @@ print the per-group table and the routing summary. Everything goes under `runs/<
 
     config.yaml                 the resolved run config
     metrics.jsonl, tb/          per-step metrics (JSON lines, TensorBoard)
-    stage<k>/checkpoints/       crash-safe checkpoints (mome.checkpoint), the newest `keep_last` kept
+    stage<k>/checkpoints/       crash-safe checkpoints (mome.checkpoint; sharded under FSDP), the newest `keep_last`
     stage<k>/final/             the stage's model (MoME.save_pretrained)
     eval/                       scores (JSON + markdown) of the untrained and the trained model, routing summary
 
-`--resume auto` (the default) continues an interrupted run from its newest complete checkpoint; finished stages
-are not retrained. The loss of a global batch is the mean over all its answer tokens, whatever the split into
-micro-batches and processes, so 1 process and N processes with the same global batch compute the same losses.
+`--resume auto` (the default) continues an interrupted run from its newest complete checkpoint, on any number of
+processes; finished stages are not retrained. SIGTERM saves a checkpoint and exits with status 143.
+
+The parts: this file (config, data, stages, evaluation), `mome.training.loop` (the optimizer steps),
+`mome.distributed` (processes, DDP / FSDP), `mome.training.checkpointing` (checkpoint I/O), docs/distributed.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
-import math
-import os
 import random
 import shutil
 import sys
@@ -44,6 +43,12 @@ from mome import checkpoint as ckpt
 from mome import distributed
 from mome.configtree import ConfigError, apply_overrides, build, parse_overrides
 from mome.schedule import WarmupCosine
+from mome.training import checkpointing, loop
+from mome.training.checkpointing import load_model
+from mome.training.loop import Metrics, make_optimizer, no_weight_decay
+
+__all__ = ["DEFAULT_RUN", "RunConfig", "DataConfig", "TrainConfig", "StageConfig", "resolve_config", "Batches",
+           "make_optimizer", "no_weight_decay", "load_model", "main"]
 
 if TYPE_CHECKING:
     from mome.model.config import MoMEConfig
@@ -97,6 +102,9 @@ class TrainConfig:
     precision: str = "fp32"  # fp32 | bf16 (autocast)
     grad_checkpointing: bool = False  # the LLM's decoder layers
     strategy: str = "auto"  # auto | ddp | fsdp (multi-process only; auto: FSDP for a model over 1B parameters)
+    # A collective waiting longer than this fails the job (a rank lost without its connection closing); a
+    # checkpoint save of the paper's model takes well under a minute.
+    timeout_s: float = 1800.0
     grad_clip: float = 1.0  # max global grad norm (0: off)
     log_every: int = 10
     save_every: int = 500  # optimizer steps between checkpoints (a stage's last step is always saved)
@@ -206,6 +214,8 @@ def _validate(run: RunConfig) -> None:
         raise ConfigError(f"data.batching must be one_group or mixed, got {run.data.batching!r}")
     if t.keep_last < 1:
         raise ConfigError(f"train.keep_last must be >= 1, got {t.keep_last}")
+    if t.timeout_s <= 0:
+        raise ConfigError(f"train.timeout_s must be > 0, got {t.timeout_s}")
 
 
 def run_config_yaml(run: RunConfig, model_cfg) -> str:
@@ -273,7 +283,7 @@ class Batches:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Model, optimizer, state
+# Stages
 
 
 def build_stage_model(stage: int, model_cfg, run: RunConfig, run_dir: Path, log):
@@ -295,164 +305,10 @@ def build_stage_model(stage: int, model_cfg, run: RunConfig, run_dir: Path, log)
     return model
 
 
-def load_model(source: Path):
-    """A MoME from a `final/` folder (save_pretrained) or from a training checkpoint folder."""
-    from mome.model.config import MoMEConfig
-    from mome.model.mome import MoME
-
-    if (source / "model.safetensors").is_file():
-        return MoME.from_pretrained(source)
-    if (source / ckpt.MANIFEST).is_file():
-        c = ckpt.load_checkpoint(source)
-        model = MoME(MoMEConfig.from_dict(yaml.safe_load(c.read_text("model.yaml"))))
-        _load_weights(model, c.weights, source)
-        return model
-    raise FileNotFoundError(f"{source} is neither a saved model (model.safetensors) nor a checkpoint ({ckpt.MANIFEST})")
-
-
-def _load_weights(model, weights: dict[str, torch.Tensor], source) -> None:
-    expected = model.saved_state()
-    missing = sorted(set(expected) - set(weights))
-    unexpected = sorted(set(weights) - set(expected))
-    if missing or unexpected:
-        raise ckpt.CheckpointError(f"{source}: weights do not match the model (missing {missing[:5]}, "
-                                   f"unexpected {unexpected[:5]})")
-    for k, v in weights.items():
-        if v.shape != expected[k].shape:
-            raise ckpt.CheckpointError(f"{source}: {k} has shape {tuple(v.shape)}, the model expects "
-                                       f"{tuple(expected[k].shape)}")
-    model.load_state_dict(weights, strict=False)
-
-
-def no_weight_decay(name: str, p: torch.Tensor) -> bool:
-    """The release's rule (1-d tensors and biases are not decayed), with MoLE's stacked per-expert biases (K, ·)
-    counted as the biases they are."""
-    return p.ndim < 2 or "bias" in name or name.endswith((".scale", ".b_down", ".b_up"))
-
-
-def make_optimizer(model, stage: StageConfig):
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if no_weight_decay(name, p) else decay).append(p)
-    groups = [{"params": decay, "weight_decay": stage.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=stage.lr, betas=tuple(stage.betas))
-
-
-def rng_state() -> dict:
-    state = {
-        "torch": torch.get_rng_state(),
-        "python": _tuples_to_lists(random.getstate()),
-        "numpy": _tuples_to_lists(np.random.get_state()),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(_lists_to_tuples(state["python"]))
-    np_state = state["numpy"]
-    np.random.set_state((np_state[0], np.asarray(np_state[1], dtype=np.uint32), *np_state[2:]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _tuples_to_lists(x):
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, (tuple, list)):
-        return [_tuples_to_lists(v) for v in x]
-    return x
-
-
-def _lists_to_tuples(x):
-    return tuple(_lists_to_tuples(v) for v in x) if isinstance(x, list) else x
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Training one stage
-
-
-class Metrics:
-    """metrics.jsonl (appended, flushed every line) and TensorBoard (when installed), on the main process only."""
-
-    def __init__(self, run_dir: Path, enabled: bool, tensorboard: bool, log):
-        self.enabled = enabled
-        self.file = open(run_dir / "metrics.jsonl", "a") if enabled else None
-        self.tb = None
-        if enabled and tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.tb = SummaryWriter(str(run_dir / "tb"))
-            except ImportError:
-                log("tensorboard is not installed: metrics go to metrics.jsonl only (pip install tensorboard)")
-
-    def write(self, stage: int, step: int, values: dict) -> None:
-        if not self.enabled:
-            return
-        self.file.write(json.dumps({"stage": stage, "step": step, **values}) + "\n")
-        self.file.flush()
-        if self.tb is not None:
-            for k, v in values.items():
-                if isinstance(v, (int, float)):
-                    self.tb.add_scalar(f"stage{stage}/{k}", v, step)
-
-    def close(self) -> None:
-        if self.file:
-            self.file.close()
-        if self.tb is not None:
-            self.tb.close()
-
-
-class NonFiniteLoss(RuntimeError):
-    pass
-
-
-def wrap_model(model, env: distributed.Dist, strategy: str):
-    """DDP or FSDP (torch's fully_shard) around the model when running multi-process; the model itself otherwise."""
-    if not env.enabled:
-        return model
-    n_params = sum(p.numel() for p in model.parameters())
-    if strategy == "fsdp" or (strategy == "auto" and n_params > 1e9):
-        from torch.distributed.fsdp import fully_shard
-
-        for layer in model.llm.model.layers:
-            fully_shard(layer)
-        fully_shard(model)
-        return model
-    from torch.nn.parallel import DistributedDataParallel as DDP
-
-    # Experts a batch does not route to get no gradient: find_unused_parameters lets DDP cope (K > 1 only).
-    return DDP(model, device_ids=[env.device.index] if env.device.type == "cuda" else None,
-               find_unused_parameters=model.config.num_experts > 1)
-
-
-def _is_fsdp(model) -> bool:
-    return type(model).__name__.startswith("FSDP")
-
-
-def full_state(model, core, optimizer):
-    """(weights to save, optimizer state): gathered in full on every rank under FSDP, else as they are."""
-    if _is_fsdp(model):
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
-
-        opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
-        model_sd, optim_sd = get_state_dict(model, optimizer, options=opts)
-        keep = set(core.saved_state())
-        return {k: v for k, v in model_sd.items() if k in keep}, optim_sd
-    return core.saved_state(), optimizer.state_dict()
-
-
-class Stopped(Exception):
-    """--stop-after reached: a checkpoint was saved; rerun with --resume auto to continue."""
-
-
 def train_stage(stage: int, model, run: RunConfig, env: distributed.Dist, stage_dir: Path, train_data,
-                metrics: Metrics, log, resume: str, stop_after: int | None = None) -> None:
+                metrics: Metrics, log, resume: str, stop_after: int | None = None,
+                preemption: distributed.Preemption | None = None):
+    """Setup (device, sharding, optimizer), resume, train, and return the model as wrapped for `save_final`."""
     t = run.train
     scfg = t.stage1 if stage == 1 else t.stage2
     global_batch, micro_batch = t.batch_sizes(stage)
@@ -464,127 +320,65 @@ def train_stage(stage: int, model, run: RunConfig, env: distributed.Dist, stage_
     core = model.to(env.device)
     if t.grad_checkpointing:
         core.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    optimizer = make_optimizer(core, scfg)
+    model = distributed.wrap(core, env, t.strategy)
+    _log_parameter_memory(core, env, log)
+    optimizer = make_optimizer(core, scfg)  # after wrapping: FSDP replaces the parameters by their shards
     scheduler = WarmupCosine(optimizer, total_steps=scfg.steps, warmup_steps=scfg.warmup_steps, min_lr=scfg.min_lr)
     ckpt_dir = stage_dir / "checkpoints"
-
-    step, rng = 0, None
-    if resume != "none":
-        source = ckpt.latest_checkpoint(ckpt_dir, log=log) if resume == "auto" else ckpt.load_checkpoint(resume)
-        if source is not None:
-            _load_weights(core, source.weights, source.path)
-            optimizer.load_state_dict(source.state["optimizer"])
-            scheduler.load_state_dict(source.state["scheduler"])
-            rng = source.state["rng"]
-            step = int(source.state["step"])
-            log(f"stage {stage}: resumed from {source.path} at step {step}")
-    model = wrap_model(core, env, t.strategy)
-    seed = t.seed * 100 + stage
-    batches = Batches(*train_data, core.config, run, env, seed, global_batch, micro_batch,
+    step, rng = checkpointing.resume(resume, ckpt_dir, model, optimizer, scheduler, env,
+                                     lambda msg: log(f"stage {stage}: {msg}"))
+    batches = Batches(*train_data, core.config, run, env, t.seed * 100 + stage, global_batch, micro_batch,
                       consumed=step * accumulation * micro_batch)
     if rng is not None:  # after the loader's iterator, which draws its base seed from torch's generator
-        set_rng_state(rng)
-    autocast = (torch.autocast(env.device.type, dtype=torch.bfloat16) if t.precision == "bf16"
-                else contextlib.nullcontext())
+        checkpointing.set_rng_state(rng)
 
     def save(at_step: int) -> None:
-        weights, optim_state = full_state(model, core, optimizer)
-        if env.is_main:
-            state = {"optimizer": optim_state, "scheduler": scheduler.state_dict(), "rng": rng_state(),
-                     "step": at_step, "stage": stage}
-            ckpt.save_checkpoint(ckpt_dir, at_step, weights, state, keep_last=t.keep_last,
-                                 extra_files={"model.yaml": core.config.to_yaml(),
-                                              "run.yaml": run_config_yaml(run, core.config)})
-        env.barrier()
+        checkpointing.save(ckpt_dir, at_step, model, optimizer, scheduler, env, stage, keep_last=t.keep_last,
+                           extra_files={"model.yaml": core.config.to_yaml(),
+                                        "run.yaml": run_config_yaml(run, core.config)})
 
-    progress = _progress(scfg.steps, step, f"stage {stage}", env.is_main)
-    model.train()
-    steps_this_run = 0
-    samples_done, t0 = 0, time.perf_counter()
-    while step < scfg.steps:
-        micro = [batches.next() for _ in range(accumulation)]
-        # The loss is the mean over every answer token of the global batch: count them first (all ranks).
-        counts = torch.tensor([_answer_tokens(core, b) for b in micro], dtype=torch.float64)
-        total_tokens = env.all_reduce_sum(counts.sum().clone()).item()
-        loss_sum = torch.zeros((), dtype=torch.float64)
-        optimizer.zero_grad(set_to_none=True)
-        for i, batch in enumerate(micro):
-            sync = contextlib.nullcontext()
-            if env.enabled and i < accumulation - 1 and hasattr(model, "no_sync"):
-                sync = model.no_sync()
-            with sync, autocast:
-                out = model(batch["pixel_inputs"], _prompts(batch), _answers(batch))
-                token_sum = out.lm_loss.float() * counts[i].item()
-                # DDP averages gradients over ranks: scale by the world size so the result is Σ / total_tokens.
-                loss = token_sum * (env.world_size / max(total_tokens, 1.0))
-                if out.aux_loss is not None:
-                    loss = loss + out.aux_loss / accumulation
-            loss.backward()
-            loss_sum += token_sum.detach().double()
-        step_loss = env.all_reduce_sum(loss_sum).item() / max(total_tokens, 1.0)
-        if not math.isfinite(step_loss):
-            log(f"stage {stage}: the loss became {step_loss} at step {step + 1}; stopping. The weights before this "
-                f"step are saved as checkpoint step {step} in {ckpt_dir} (lower the learning rate, check the data).")
-            if not (ckpt.step_dir(ckpt_dir, step) / ckpt.MANIFEST).exists():
-                save(step)
-            raise NonFiniteLoss(f"non-finite loss at stage {stage} step {step + 1}")
-        grad_norm = (torch.nn.utils.clip_grad_norm_(core.parameters(), t.grad_clip) if t.grad_clip > 0
-                     else torch.tensor(0.0))
-        lr = optimizer.param_groups[0]["lr"]
-        optimizer.step()
-        scheduler.step()
-        step += 1
-        samples_done += global_batch
-        elapsed = time.perf_counter() - t0
-        values = {"loss": step_loss, "lr": lr, "grad_norm": float(grad_norm),
-                  "samples_per_s": samples_done / elapsed, "tokens_per_s": total_tokens / max(elapsed, 1e-9)}
-        if step % t.log_every == 0 or step == scfg.steps:
-            metrics.write(stage, step, values)
-        progress.update(1)
-        progress.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr:.2e}", sps=f"{values['samples_per_s']:.1f}")
-        steps_this_run += 1
-        stop = stop_after is not None and steps_this_run >= stop_after and step < scfg.steps
-        if step % t.save_every == 0 or step == scfg.steps or stop:
-            save(step)
-        if stop:
-            progress.close()
-            raise Stopped(f"stage {stage}: stopped after {steps_this_run} steps (--stop-after) at step {step}; "
-                          "rerun with --resume auto to continue")
-    progress.close()
+    def has_checkpoint(at_step: int) -> bool:
+        return (ckpt.step_dir(ckpt_dir, at_step) / ckpt.MANIFEST).exists()
+
+    loop.train(stage, model, optimizer, scheduler, batches, env, t, scfg, accumulation, global_batch, step, save,
+               has_checkpoint, metrics, preemption or distributed.Preemption(), log, stop_after)
+    return model
 
 
-def _prompts(batch) -> list[str]:
-    return [r["conversations"][0]["value"] for r in batch["records"]]
+def _log_parameter_memory(core, env: distributed.Dist, log) -> None:
+    """Parameter bytes each rank holds (frozen, trainable), gathered on rank 0 and logged."""
+    mine = torch.tensor(distributed.parameter_bytes(core), dtype=torch.float64)
+    per_rank = [f"{int(f) / 2**20:.3f}+{int(tr) / 2**20:.3f}" for f, tr in env.all_gather(mine)]
+    log(f"parameter memory per rank (MiB, frozen+trainable): {' '.join(per_rank)}")
 
 
-def _answers(batch) -> list[str]:
-    return [r["conversations"][1]["value"] for r in batch["records"]]
+# ---------------------------------------------------------------------------------------------------------------------
+# Evaluation
 
 
-def _answer_tokens(core, batch) -> int:
-    """Answer tokens (and EOS) the loss covers in this micro-batch, counted as the model's tokenizer lays them out."""
-    labels = core.tokenize(_prompts(batch), _answers(batch))[2]
-    return int((labels[:, 1:] != -100).sum())
+def evaluate_model(model, records, image_root, run: RunConfig, env, run_dir: Path, tag: str, log) -> dict:
+    from mome.eval.harness import evaluate, limit_per_dataset, write_results
+
+    subset = limit_per_dataset(records, run.data.eval_limit)
+    log(f"evaluating the {tag} model on {len(subset)} test records ...")
+    result = evaluate(model.to(env.device), subset, image_root, batch_size=run.train.eval_batch_size,
+                      max_new_tokens=run.train.max_new_tokens, progress=True)
+    write_results(result, run_dir / "eval", tag)
+    print(f"\n== {tag} model ==\n{result['markdown']}\n{result['routing_text']}", flush=True)
+    return result
 
 
-def _progress(total: int, initial: int, desc: str, enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=initial, desc=desc, disable=not enabled, dynamic_ncols=True,
-                mininterval=1.0, file=sys.stderr)
-
-
-def save_final(model, stage_dir: Path) -> Path:
-    """The stage's model, written to a temporary folder and renamed into place (a crash never leaves half of it)."""
-    final = stage_dir / "final"
-    tmp = stage_dir / f".final-tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    model.save_pretrained(tmp)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    return final
+def _print_comparison(run_dir: Path, log) -> None:
+    try:
+        before = json.loads((run_dir / "eval" / "untrained.json").read_text())["summary"]
+        after = json.loads((run_dir / "eval" / "final.json").read_text())["summary"]
+    except (FileNotFoundError, KeyError):
+        return
+    keys = [k for k in after if k in before]
+    rows = ["| | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys),
+            "| untrained | " + " | ".join(f"{before[k]:.2f}" for k in keys) + " |",
+            "| trained | " + " | ".join(f"{after[k]:.2f}" for k in keys) + " |"]
+    print("\n== untrained vs trained ==\n" + "\n".join(rows), flush=True)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -617,7 +411,8 @@ def main(argv=None) -> int:
     if args.print_config:
         print(text)
         return 0
-    env = distributed.setup(run.train.device)
+    preemption = distributed.Preemption().install()  # before the process group: a SIGTERM from now on is seen
+    env = distributed.setup(run.train.device, run.train.timeout_s)
     if run.train.threads:
         torch.set_num_threads(run.train.threads)
     run_dir = Path(run.train.out_dir) / run.train.name
@@ -651,24 +446,21 @@ def main(argv=None) -> int:
         if model_cfg.mole.router in ("none", "single") and 2 in stages:
             log(f"mole.router = {model_cfg.mole.router}: no experts to replicate, stage 2 is skipped")
             stages.remove(2)
-        model = None
         for stage in stages:
             stage_dir = run_dir / f"stage{stage}"
             if (stage_dir / "final" / "model.safetensors").is_file() and args.resume != "none":
                 log(f"stage {stage}: already finished ({stage_dir / 'final'}), not retrained")
-                model = None
                 continue
             model = build_stage_model(stage, model_cfg, run, run_dir, log)
             if stage == stages[0] and run.train.evaluate and env.is_main and "untrained" not in results:
                 if not (run_dir / "eval" / "untrained.json").exists():
                     results["untrained"] = evaluate_model(model, test_records, test_root, run, env, run_dir,
                                                           "untrained", log)
-            train_stage(stage, model, run, env, stage_dir, (train_records, train_root), metrics, log,
-                        args.resume if args.resume in ("auto", "none") else args.resume, args.stop_after)
-            if env.is_main:
-                path = save_final(model, stage_dir)
-                log(f"stage {stage}: done, model saved to {path}")
-            env.barrier()
+            trained = train_stage(stage, model, run, env, stage_dir, (train_records, train_root), metrics, log,
+                                  args.resume, args.stop_after, preemption)
+            path = checkpointing.save_final(trained, stage_dir, env)
+            log(f"stage {stage}: done, model saved to {path}")
+            del model, trained
         if run.train.evaluate and env.is_main:
             final_stage = stages[-1]
             final = load_model(run_dir / f"stage{final_stage}" / "final").to(env.device)
@@ -676,40 +468,18 @@ def main(argv=None) -> int:
             _print_comparison(run_dir, log)
         log(f"finished in {time.perf_counter() - start:.0f} s; everything is in {run_dir}")
         return 0
-    except NonFiniteLoss as err:
+    except loop.NonFiniteLoss as err:
         log(str(err))
         return 3
-    except Stopped as err:
+    except loop.Stopped as err:
         log(str(err))
         return 0
+    except loop.Preempted as err:
+        log(str(err))
+        return 143  # 128 + SIGTERM, as if the signal had ended the process: the job did not finish
     finally:
         metrics.close()
         distributed.cleanup()
-
-
-def evaluate_model(model, records, image_root, run: RunConfig, env, run_dir: Path, tag: str, log) -> dict:
-    from mome.eval.harness import evaluate, limit_per_dataset, write_results
-
-    subset = limit_per_dataset(records, run.data.eval_limit)
-    log(f"evaluating the {tag} model on {len(subset)} test records ...")
-    result = evaluate(model.to(env.device), subset, image_root, batch_size=run.train.eval_batch_size,
-                      max_new_tokens=run.train.max_new_tokens, progress=True)
-    write_results(result, run_dir / "eval", tag)
-    print(f"\n== {tag} model ==\n{result['markdown']}\n{result['routing_text']}", flush=True)
-    return result
-
-
-def _print_comparison(run_dir: Path, log) -> None:
-    try:
-        before = json.loads((run_dir / "eval" / "untrained.json").read_text())["summary"]
-        after = json.loads((run_dir / "eval" / "final.json").read_text())["summary"]
-    except (FileNotFoundError, KeyError):
-        return
-    keys = [k for k in after if k in before]
-    rows = ["| | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys),
-            "| untrained | " + " | ".join(f"{before[k]:.2f}" for k in keys) + " |",
-            "| trained | " + " | ".join(f"{after[k]:.2f}" for k in keys) + " |"]
-    print("\n== untrained vs trained ==\n" + "\n".join(rows), flush=True)
 
 
 if __name__ == "__main__":

@@ -329,6 +329,6 @@ def load_model(model_dir=None, preset: str | None = None, overrides: list[str] |
         raise FileNotFoundError(f"--model {str(path)!r}: no such folder")
     if overrides:
         return MoME.from_pretrained(path, overrides, device=device)
-    from mome.train import load_model as load_saved
+    from mome.training.checkpointing import load_model as load_saved
 
     return load_saved(path).to(device)

@@ -36,9 +36,9 @@ from torch import nn
 
 from mome.model.encoders import EncoderOutput, VisionEncoder, build_encoder, build_preprocessor
 
-__all__ = ["PARTS", "OPSET", "TOLERANCE", "MissingDependency", "ExportReport", "require_onnx", "export",
-           "part_module", "ExportableMoVE", "EncoderFeatures", "Pix2StructFeatures", "check", "check_inputs",
-           "grid_sample_sampler"]
+__all__ = ["PARTS", "OPSET", "TOLERANCE", "MissingDependency", "ExportReport", "require_onnx", "default_providers",
+           "session", "export", "part_module", "ExportableMoVE", "EncoderFeatures", "Pix2StructFeatures", "check",
+           "check_inputs", "grid_sample_sampler"]
 
 # CLI part name → encoder kind in `vision.use` (None: the whole tower).
 PARTS = {"eva": "eva_clip", "clip": "clip", "dino": "dinov2", "pix2struct": "pix2struct", "vision-tower": None}
@@ -65,6 +65,23 @@ def require_onnx(runtime_only: bool = False):
         raise MissingDependency(
             f"ONNX export/runtime needs {', '.join(missing)}: pip install 'mome[onnx]' "
             "(or 'mome[onnx-gpu]' for onnxruntime-gpu; never both onnxruntime and onnxruntime-gpu in one env)")
+
+
+def default_providers() -> list[str]:
+    """CUDA when onnxruntime-gpu is installed and torch sees a GPU, else CPU. onnxruntime-gpu lists the CUDA
+    provider even on a machine without a GPU, so its list alone does not decide."""
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers() and torch.cuda.is_available():
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def session(path: str | Path, providers: list[str] | None = None):
+    require_onnx(runtime_only=True)
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), providers=providers or default_providers())
 
 
 # ---- the traced modules -------------------------------------------------------------------------------------------
@@ -371,8 +388,6 @@ def export(model, part: str, out: str | Path, log=print) -> ExportReport:
 def check(module: nn.Module, part: str, path: str | Path, model=None) -> tuple[float, list[str], list[str]]:
     """Run the ONNX file with onnxruntime on `check_inputs` and compare with PyTorch: for the tower with ``model.move``
     itself (MoVE, with its ops), else with the part's module. Returns (max abs diff, per-input lines, providers)."""
-    from mome.export.runtime import session
-
     sess = session(path)
     worst, lines = 0.0, []
     for inputs in check_inputs(module, part):

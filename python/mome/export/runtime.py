@@ -6,7 +6,8 @@
         model.generate(images, prompts)
 
 `attached` swaps the ``forward`` of this one ``model.move`` instance for the tower's (preprocessing, names and the
-rest of the model stay), and restores it on exit.
+rest of the model stay), and restores it on exit. This module uses the exporter (`mome.export.onnx`: its onnxruntime
+session and, for `vision_backend`, an export on the fly); the exporter does not import it.
 """
 
 from __future__ import annotations
@@ -19,30 +20,12 @@ from pathlib import Path
 
 import torch
 
+from mome.export.onnx import default_providers, export, session
 from mome.model.move import MoVEOutput
 
 __all__ = ["OnnxVisionTower", "default_providers", "session", "vision_backend", "BACKENDS"]
 
 BACKENDS = ("torch", "onnx")
-
-
-def default_providers() -> list[str]:
-    """CUDA when onnxruntime-gpu is installed and torch sees a GPU, else CPU. onnxruntime-gpu lists the CUDA
-    provider even on a machine without a GPU, so its list alone does not decide."""
-    import onnxruntime as ort
-
-    if "CUDAExecutionProvider" in ort.get_available_providers() and torch.cuda.is_available():
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    return ["CPUExecutionProvider"]
-
-
-def session(path: str | Path, providers: list[str] | None = None):
-    from mome.export.onnx import require_onnx
-
-    require_onnx(runtime_only=True)
-    import onnxruntime as ort
-
-    return ort.InferenceSession(str(path), providers=providers or default_providers())
 
 
 class OnnxVisionTower:
@@ -110,8 +93,6 @@ def vision_backend(model, backend: str, onnx_path: str | Path | None = None):
     if backend == "torch":
         yield model
         return
-    from mome.export.onnx import export
-
     with tempfile.TemporaryDirectory() as tmp:
         if onnx_path is None:
             onnx_path = os.path.join(tmp, "vision-tower.onnx")
