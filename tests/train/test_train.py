@@ -32,15 +32,6 @@ BASE = [
 ]
 
 
-@pytest.fixture(scope="module")
-def synth_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("synth")
-    from mome.data import synth
-
-    synth.generate(out, n_train=48, n_test=16, seed=0)
-    return out
-
-
 def _env():
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1")
     return env
