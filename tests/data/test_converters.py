@@ -371,7 +371,7 @@ def test_cli_convert_and_errors(tmp_path, capsys):
     out = tmp_path / "out" / "gqa.jsonl"
     assert main(["convert", "gqa", "--src", str(src), "--out", str(out), "--quiet"]) == 0
     assert len(load_records(out)) == 1
-    with pytest.raises(FileNotFoundError, match="--src"):
+    with pytest.raises(ValueError, match="--src .*no such folder"):
         main(["convert", "gqa", "--src", str(tmp_path / "nope"), "--out", str(out), "--quiet"])
     with pytest.raises(SystemExit):
         main(["convert", "not-a-dataset", "--src", str(src), "--out", str(out)])

@@ -236,8 +236,9 @@ def test_cli_errors_are_one_line_without_traceback(tmp_path):
     (src / "REC_data.json").write_text(json.dumps([REC[0], {"image_path": "Datasets/x.jpg", "question": "q"}]))
     proc = _cli("convert", "official", "--src", str(src), "--out", str(tmp_path / "o.jsonl"))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip() == f"error: {src / 'REC_data.json'}[1]: missing key 'answer' (has ['image_path', " \
-                                  f"'question'])"
+    assert proc.stderr.strip().splitlines()[0] == (
+        f"python -m mome.data: error: {src / 'REC_data.json'}[1]: missing key 'answer' (has ['image_path', "
+        f"'question'])")
     (src / "REC_data.json").write_text("[1, 2")
     proc = _cli("convert", "official", "--src", str(src), "--out", str(tmp_path / "o.jsonl"))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "REC_data.json: not valid JSON" in proc.stderr

@@ -147,7 +147,9 @@ def test_missing_dependency_message(monkeypatch):
         ox.require_onnx()
     from mome.export.__main__ import main
 
-    assert main(["onnx", "--preset", "tiny", "--part", "dino", "--out", "x.onnx"]) == 2
+    from mome.cli import run
+
+    assert run(main, "python -m mome.export", ["onnx", "--preset", "tiny", "--part", "dino", "--out", "x.onnx"]) == 2
 
 
 def test_unknown_part(model):
