@@ -89,10 +89,13 @@ def test_fsdp_two_processes_equal_one_process(runs, language_train):
     manifest = ckpt.verify_checkpoint(step2)
     assert manifest["format"] == "sharded" and not (step2 / "weights.safetensors").exists()
     assert len([f for f in manifest["files"] if f.startswith("shards/")]) == 2
-    # ... and the stage still ends with the ordinary save_pretrained folder.
+    # ... and the stage still ends with the ordinary save_pretrained folder, equal to the last sharded checkpoint.
     from mome.model import MoME
+    from mome.training.checkpointing import load_model
 
-    MoME.from_pretrained(two_dir / "stage1" / "final")
+    final = MoME.from_pretrained(two_dir / "stage1" / "final").saved_state()
+    last = load_model(ckpt.step_dir(two_dir / "stage1" / "checkpoints", 4)).saved_state()
+    assert final.keys() == last.keys() and all(torch.equal(final[k], last[k]) for k in final)
 
 
 def test_sharded_checkpoint_resumes_on_another_world_size(runs, tmp_path, synth_dir):

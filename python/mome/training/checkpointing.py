@@ -39,7 +39,7 @@ def save(ckpt_dir: Path, step: int, model, optimizer, scheduler, env: Dist, stag
     env.barrier()
     optim = get_optimizer_state_dict(core, optimizer)  # {"state": {name: {exp_avg, ...}}, "param_groups": [...]}
     if sharded:
-        ckpt.save_shards(staging / "shards", {**_prefixed("model.", _saved(core)), **_optim_tensors(optim)})
+        ckpt.save_shards(staging / "shards", {**_prefixed("model.", core.saved_state()), **_optim_tensors(optim)})
         optimizer_state = {"param_groups": optim["param_groups"]}
     else:
         optimizer_state = optim
@@ -76,7 +76,7 @@ def resume(spec: str, ckpt_dir: Path, model, optimizer, scheduler, env: Dist, lo
     fsdp = distributed.is_fsdp(model)
     if source.format == "sharded":
         optim = get_optimizer_state_dict(core, optimizer)  # the targets: this rank's shapes, state initialised
-        tensors = {**_prefixed("model.", _saved(core)), **_optim_tensors(optim)}
+        tensors = {**_prefixed("model.", core.saved_state()), **_optim_tensors(optim)}
         ckpt.load_shards(source.shards, tensors, collective=fsdp)
         weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
         optim_state = {"state": optim["state"], "param_groups": source.state["optimizer"]["param_groups"]}
@@ -91,10 +91,6 @@ def resume(spec: str, ckpt_dir: Path, model, optimizer, scheduler, env: Dist, lo
     log(f"resumed from {source.path} at step {source.step} (written by {source.state.get('world_size', 1)} "
         f"process(es), {source.format} format)")
     return int(source.state["step"]), rng
-
-
-def _saved(core) -> dict[str, torch.Tensor]:
-    return core.saved_state()
 
 
 def _prefixed(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -14,15 +14,12 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import torch
 
 from mome import distributed
 from mome.distributed import Dist, Preemption
-
-if TYPE_CHECKING:
-    from mome.train import StageConfig, TrainConfig
 
 
 class NonFiniteLoss(RuntimeError):
@@ -43,8 +40,9 @@ def no_weight_decay(name: str, p: torch.Tensor) -> bool:
     return p.ndim < 2 or "bias" in name or name.endswith((".scale", ".b_down", ".b_up"))
 
 
-def make_optimizer(model, stage: "StageConfig"):
-    """AdamW over the trainable parameters (of the model as wrapped: FSDP's shards), two weight-decay groups."""
+def make_optimizer(model, stage):
+    """AdamW over the trainable parameters (of the model as wrapped: FSDP's shards), two weight-decay groups;
+    `stage`: a `mome.train.StageConfig` (lr, betas, weight_decay)."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
@@ -86,10 +84,12 @@ class Metrics:
             self.tb.close()
 
 
-def train(stage: int, model, optimizer, scheduler, batches, env: Dist, t: "TrainConfig", scfg: "StageConfig",
+def train(stage: int, model, optimizer, scheduler, batches, env: Dist, t, scfg,
           accumulation: int, global_batch: int, step: int, save: Callable[[int], None], has_checkpoint,
           metrics: Metrics, preemption: Preemption, log, stop_after: int | None = None) -> None:
-    """Optimizer steps `step + 1 … scfg.steps` of `stage`; `save(step)` writes a checkpoint (collective)."""
+    """Optimizer steps `step + 1 … scfg.steps` of `stage` (`t`, `scfg`: `mome.train.TrainConfig` and the stage's
+    `StageConfig`); `save(step)` writes a checkpoint (collective), `has_checkpoint(step)` says if one exists.
+    Raises NonFiniteLoss, Stopped (--stop-after) or Preempted (SIGTERM) after saving."""
     core = distributed.unwrap(model)
     autocast = (torch.autocast(env.device.type, dtype=torch.bfloat16) if t.precision == "bf16"
                 else contextlib.nullcontext())
