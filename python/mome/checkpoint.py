@@ -1,20 +1,21 @@
 """Crash-safe checkpoints: safetensors + JSON, staged, fsynced, a checksummed manifest written last, then renamed.
 
-A checkpoint is a folder `<root>/step-<NNNNNNNN>/` in one of two formats. *full* (one writer, the whole state):
+A checkpoint is a folder `<root>/step-<NNNNNNNN>/` in one of two formats. *full* (the weights in one file):
 
     weights.safetensors   the trainable weights (a flat name -> tensor dict)
     state.safetensors     every tensor found in the training state (optimizer moments, RNG states, ...)
     state.json            the rest of the training state, with references to the tensors above
-    <extra files>         e.g. the run's config.yaml
+    <extra files>         e.g. the run's config.yaml, each process's RNG states (`write_state`)
     MANIFEST.json         written last: the format, the step, each file's size and SHA-256
 
-*sharded* (every process of a job writes its own part; `mome.training.checkpointing` under FSDP):
+*sharded* (every process of a job writes its own part; `mome.training.checkpointing` under FSDP): no
+weights.safetensors, instead
 
-    shards/shard-<r>-model-00001-of-00001.safetensors
-                          process r's pieces of the weights and optimizer moments, written by process r through
-                          `torch.distributed.checkpoint` (`save_shards`); each piece's offset in the full tensor is
-                          in the file's metadata, so any number of processes can read them back (`load_shards`)
-    state.json/.safetensors, rng-<r>.json/.safetensors, <extra files>, MANIFEST.json  as above
+    shards/shard-<rank + 1>-model-00001-of-00001.safetensors
+                          one file per process: the pieces of the weights and optimizer moments it holds, written by
+                          that process through `torch.distributed.checkpoint` (`save_shards`), each piece's offset in
+                          the full tensor in the file's metadata, so any number of processes reads them back
+                          (`load_shards`)
 
 Either is written to a staging folder (`.staging-*`, `begin`), every file and the folder are fsynced, the manifest
 goes last, and only then is the folder renamed into place (`commit`; rename is atomic on POSIX). A crash at any point
@@ -123,14 +124,20 @@ def step_dir(root: str | os.PathLike, step: int) -> Path:
     return Path(root) / f"step-{step:08d}"
 
 
+def staging_dir(root: str | os.PathLike, step: int, tag: str | None = None) -> Path:
+    """Where checkpoint `step` is staged (`tag` tells concurrent writers' folders apart; default the process id:
+    the processes of one job writing one checkpoint together pass the same tag)."""
+    return Path(root) / f".staging-{step_dir(root, step).name}-{tag or os.getpid()}"
+
+
 def begin(root: str | os.PathLike, step: int, tag: str | None = None) -> Path:
-    """A fresh, empty staging folder for checkpoint `step` under `root` (`tag`: what tells concurrent writers'
-    folders apart; default the process id). Files go into it, then `commit` publishes it."""
+    """A fresh, empty `staging_dir` for checkpoint `step` under `root`. Files go into it, then `commit` publishes
+    it."""
     if step < 0:
         raise ValueError(f"step must be >= 0, got {step}")
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    staging = root / f".staging-{step_dir(root, step).name}-{tag or os.getpid()}"
+    staging = staging_dir(root, step, tag)
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir()

@@ -2,7 +2,7 @@
 process, the DDP / FSDP wrapping of the model, and a preemption signal all processes agree on.
 
 torchrun sets RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT; without them we run as rank 0 of 1.
-Backend: NCCL on GPUs, gloo on CPU. A collective that waits longer than `timeout_s` (a rank that died without its
+Backend: NCCL for GPU tensors, gloo for CPU tensors. A collective that waits longer than `timeout_s` (a rank that died without its
 connection closing, a node cut off) fails with an error instead of hanging; a rank whose process is killed closes its
 sockets, so the others fail at their next collective and torchrun stops the job.
 
@@ -82,7 +82,9 @@ def setup(device: str = "auto", timeout_s: float = 1800.0) -> Dist:
         dev = torch.device(device)
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group(
-            backend="nccl" if dev.type == "cuda" else "gloo",
+            # The loop's small collectives (token counts, the loss, the stop flag) are CPU tensors: gloo carries
+            # those, NCCL the model's.
+            backend="cpu:gloo,cuda:nccl" if dev.type == "cuda" else "gloo",
             rank=rank,
             world_size=world_size,
             timeout=datetime.timedelta(seconds=timeout_s),
@@ -197,13 +199,17 @@ class Preemption:
     def __init__(self):
         self.flag = False
         self.signal = None
+        self._previous = signal.SIG_DFL
 
     def install(self) -> "Preemption":
         def handler(signum, frame):
             self.flag, self.signal = True, signum
 
-        signal.signal(signal.SIGTERM, handler)
+        self._previous = signal.signal(signal.SIGTERM, handler)
         return self
+
+    def uninstall(self) -> None:
+        signal.signal(signal.SIGTERM, self._previous)
 
     def requested(self, env: Dist) -> bool:
         t = torch.tensor([1.0 if self.flag else 0.0])

@@ -480,6 +480,7 @@ def main(argv=None) -> int:
     finally:
         metrics.close()
         distributed.cleanup()
+        preemption.uninstall()
 
 
 if __name__ == "__main__":

@@ -33,9 +33,9 @@ def save(ckpt_dir: Path, step: int, model, optimizer, scheduler, env: Dist, stag
 
     core = distributed.unwrap(model)
     sharded = distributed.is_fsdp(model)
-    staging = ckpt_dir / f".staging-step-{step:08d}-job"
+    staging = ckpt.staging_dir(ckpt_dir, step, tag="job")
     if env.is_main:
-        staging = ckpt.begin(ckpt_dir, step, tag="job")
+        ckpt.begin(ckpt_dir, step, tag="job")
     env.barrier()
     optim = get_optimizer_state_dict(core, optimizer)  # {"state": {name: {exp_avg, ...}}, "param_groups": [...]}
     if sharded:
@@ -142,10 +142,8 @@ def load_model(source: Path):
 
 def save_final(model, stage_dir: Path, env: Dist) -> Path:
     """The stage's model as `MoME.save_pretrained` writes it, to a temporary folder renamed into place (a crash never
-    leaves half of it). Collective. Under FSDP the saved tensors are gathered one at a time onto rank 0, which
-    writes them through a model built on the meta device (no second copy of the frozen weights)."""
-    from mome.model.mome import MoME
-
+    leaves half of it). Collective. Under FSDP the saved tensors are gathered one at a time onto rank 0 and written
+    through `_shell`, so no rank ever holds the whole model."""
     core = distributed.unwrap(model)
     final = stage_dir / "final"
     if distributed.is_fsdp(model):
@@ -155,14 +153,27 @@ def save_final(model, stage_dir: Path, env: Dist) -> Path:
             if env.is_main:
                 state[k] = whole.detach().cpu()
         if env.is_main:
-            with torch.device("meta"):
-                shell = MoME(core.config)
-            shell.load_state_dict(state, strict=False, assign=True)
-            _write_final(shell, stage_dir, final)
+            _write_final(_shell(core, state), stage_dir, final)
     elif env.is_main:
         _write_final(core, stage_dir, final)
     env.barrier()
     return final
+
+
+def _shell(core, state: dict[str, torch.Tensor]):
+    """A MoME holding `state` (the saved tensors) and nothing else: built on the meta device from `core`'s config
+    with the pretrained paths dropped (nothing is read from disk), then given `core`'s config back, so that its
+    `saved_state` and `save_pretrained` are `core`'s. A config whose sizes do not match the pretrained parts fails
+    here, on the shapes of the trainable tensors."""
+    from mome.model.mome import MoME
+
+    cfg = core.config
+    no_paths = {"language.path": None, **{f"vision.{name}.path": None for name in cfg.encoders()}}
+    with torch.device("meta"):
+        shell = MoME(cfg.override(no_paths), core.tokenizer)
+    shell.config = cfg
+    shell.load_state_dict(state, strict=False, assign=True)
+    return shell
 
 
 def _write_final(model, stage_dir: Path, final: Path) -> None:
