@@ -1,6 +1,6 @@
 """Scale-out of `python -m mome.train`, proven on CPUs with gloo: FSDP with 2 processes equals 1 process (LLM frozen
 as in the paper's recipe, and trained), frozen weights sharded too, sharded checkpoints resumed on another world size,
-two torchrun "nodes" on loopback, a rank killed mid-run, and a preempted (SIGTERM) job.
+two torchrun "nodes" on loopback, a rank killed mid-run, a hung rank, and a preempted (SIGTERM) job.
 
 Every run is the real CLI on the tiny preset with ADT's dropout off: each process draws its own dropout masks, so
 with dropout on N processes are a different (equally valid) random run than 1 process.
@@ -200,6 +200,37 @@ def test_a_killed_rank_ends_the_job_and_resume_continues(runs, tmp_path, synth_d
     wa, wb = _final(two_dir), _final(tmp_path / "killed")
     for k in wa:
         assert torch.equal(wb[k], wa[k]), k
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_hung_rank_fails_the_others_after_the_timeout(tmp_path, synth_dir):
+    # A stopped process keeps its connections open: only the collective timeout (train.timeout_s) ends the wait.
+    # torchrun then stops the job, giving the hung worker 30 s to exit first; that part is torchrun's and not waited
+    # for here.
+    timeout_s = 10
+    args = _args(tmp_path, synth_dir, "hung", *FSDP, "train.save_every=1", f"train.timeout_s={timeout_s}")
+    job = _start([*TWO, *args], tmp_path / "hung.log")
+    try:
+        first = ckpt.step_dir(tmp_path / "hung" / "stage1" / "checkpoints", 1) / ckpt.MANIFEST
+        _wait_for(first.exists, [job], "checkpoint step 1")
+        rank0, rank1 = _worker(job, 0), _worker(job, 1)
+        os.kill(rank1, signal.SIGSTOP)
+        stopped_at = time.time()
+        while _running(rank0) and time.time() < stopped_at + timeout_s + 60:
+            time.sleep(0.1)
+        took = time.time() - stopped_at
+    finally:
+        _stop([job])
+    log = (tmp_path / "hung.log").read_text()
+    assert not _running(rank0), f"rank 0 still waits {took:.0f} s after rank 1 stopped"
+    assert took < timeout_s + 30, took
+    assert f"Timed out waiting {timeout_s * 1000}ms" in log, log[-3000:]
 
 
 def test_sigterm_saves_a_checkpoint_and_resume_continues(runs, tmp_path, synth_dir):
