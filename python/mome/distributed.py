@@ -2,9 +2,9 @@
 process, the DDP / FSDP wrapping of the model, and a preemption signal all processes agree on.
 
 torchrun sets RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT; without them we run as rank 0 of 1.
-Backend: NCCL for GPU tensors, gloo for CPU tensors. A collective that waits longer than `timeout_s` (a rank that died without its
-connection closing, a node cut off) fails with an error instead of hanging; a rank whose process is killed closes its
-sockets, so the others fail at their next collective and torchrun stops the job.
+Backend: NCCL for GPU tensors, gloo for CPU tensors. A collective that waits longer than `timeout_s` (a rank that
+died without its connection closing, a node cut off) fails with an error instead of hanging; a rank whose process is
+killed closes its sockets, so the others fail at their next collective and torchrun stops the job.
 
 FSDP (`fully_shard`, torch's FSDP2) shards every parameter, frozen ones included, over the processes: each decoder
 layer of the LLM and each block of a vision encoder is a unit (gathered for its forward / backward, then freed), the

@@ -6,7 +6,6 @@ Every run is the real CLI on the tiny preset with ADT's dropout off: each proces
 with dropout on N processes are a different (equally valid) random run than 1 process.
 """
 
-import json
 import os
 import re
 import signal
