@@ -49,6 +49,9 @@ def _error_types() -> tuple[type[BaseException], ...]:
         types.append(UnidentifiedImageError)
     except ImportError:
         pass
+    from mome.checkpoint import CheckpointError  # a training checkpoint that does not fit (a RuntimeError)
+
+    types.append(CheckpointError)
     return tuple(types)
 
 

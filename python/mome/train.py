@@ -41,6 +41,8 @@ import yaml
 
 from mome import checkpoint as ckpt
 from mome import distributed
+from mome.cli import UsageError, need_dir, need_file, parse, positive
+from mome.cli import run as run_program
 from mome.configtree import ConfigError, apply_overrides, build, parse_overrides
 from mome.schedule import WarmupCosine
 from mome.training import checkpointing, loop
@@ -396,17 +398,36 @@ def parse_args(argv=None):
     p.add_argument("--stop-after", type=int, default=None, metavar="N",
                    help="stop after N optimizer steps in this invocation, with a checkpoint (a job with a time limit: "
                         "rerun with --resume auto to continue)")
-    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.stage1.steps=100 model.mole.num_experts=8")
-    return p.parse_args(argv)
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error (also MOME_DEBUG=1)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.stage1.steps=100 model.mole.num_experts=8"
+                                                " (flags and overrides in any order)")
+    return parse(p, argv)
+
+
+def check_inputs(args, run: RunConfig) -> None:
+    """Everything a run reads, checked before any data is generated or model built (`UsageError` names it)."""
+    if args.config is not None:
+        need_file("--config", args.config)
+    if args.resume not in ("auto", "none"):
+        need_dir("--resume", args.resume)
+    if args.stop_after is not None:
+        positive("--stop-after", args.stop_after)
+    d = run.data
+    for split, spec in (("train", d.train), ("test", d.test)):
+        if spec != "synth" and not Path(spec).is_file():
+            raise UsageError(f"data.{split} {spec}: no such records file (a .jsonl/.json records file, or synth)")
+    if d.image_root and not Path(d.image_root).is_dir():
+        raise UsageError(f"data.image_root {d.image_root}: no such folder")
+    if run.train.init_from:
+        need_dir("train.init_from", run.train.init_from)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
-        run, model_cfg = resolve_config(args.config, args.overrides)
-    except ConfigError as err:
-        print(f"config error: {err}", file=sys.stderr)
-        return 2
+    if args.config is not None:
+        need_file("--config", args.config)
+    run, model_cfg = resolve_config(args.config, args.overrides)
+    check_inputs(args, run)
     text = run_config_yaml(run, model_cfg)
     if args.print_config:
         print(text)
@@ -484,4 +505,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_program(main, "python -m mome.train"))

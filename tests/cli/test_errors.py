@@ -42,6 +42,8 @@ def files(tmp_path_factory):
     broken.mkdir()
     (broken / "config.yaml").write_text("vision:\n  use: [eva_clip\n  router: soft\n")  # unclosed bracket
     (broken / "model.safetensors").write_bytes(b"\0")
+    (root / "bad_run.yaml").write_text("train:\n  name: x\n  stages: [1\n")
+    (root / "list_run.yaml").write_text("- 1\n- 2\n")
     return root
 
 
@@ -90,6 +92,16 @@ CASES = [
           "--src", "no such folder"),
     _case("data-out-suffix", "data", ["convert", "vqav2", "--src", "{r}", "--out", "{o}/x.csv"],
           "--out", "must end in .jsonl or .json"),
+    _case("train-unknown-key", "train", ["train.nope=1", "--print-config"], "unknown config key 'train.nope'"),
+    _case("train-bad-value", "train", ["--print-config", "model.mole.rank=0"], "mole.rank must be > 0"),
+    _case("train-missing-config", "train", ["--config", "{r}/nothing.yaml"], "--config", "no such file"),
+    _case("train-bad-yaml", "train", ["--config", "{r}/bad_run.yaml"], "bad_run.yaml", "line 4", "column"),
+    _case("train-not-a-mapping", "train", ["--config", "{r}/list_run.yaml"], "list_run.yaml", "mapping"),
+    _case("train-missing-resume", "train", ["--resume", "{r}/nothing", "train.out_dir={o}"], "--resume",
+          "no such folder"),
+    _case("train-missing-data", "train", ["data.train={r}/nothing.jsonl", "train.out_dir={o}"], "data.train",
+          "no such records file"),
+    _case("train-stop-after", "train", ["--stop-after", "0", "train.out_dir={o}"], "--stop-after must be > 0"),
     _case("convert-missing-ckpt", "convert", ["official", "--ckpt", "{r}/MoME_ckpt.pth", "--eva", "{r}/e.pth",
                                               "--dinov2", "{r}/d.pth", "--pix2struct", "{r}", "--llm", "{r}",
                                               "--out", "{o}"], "--ckpt", "no such file"),
@@ -119,6 +131,7 @@ def test_bad_input_exits_2_with_a_message(program, argv, expected, files, tmp_pa
     ("convert", ["official", "--ckpt", "/nonexistent.pth", "--eva", "e", "--dinov2", "d", "--pix2struct", "p",
                  "--llm", "l", "--out", "o"], "--ckpt"),
     ("info", ["--bogus"], "unrecognized arguments: --bogus"),
+    ("train", ["train.nope=1"], "unknown config key 'train.nope'"),
 ])
 def test_as_a_program(program, argv, expected):
     proc = subprocess.run([sys.executable, "-m", f"mome.{program}", *argv], capture_output=True, text=True,
@@ -136,3 +149,10 @@ def test_flags_and_overrides_mix_in_any_order(files, capsys):
     assert run(_main("generate"), "python -m mome.generate", argv) == 0
     out = json.loads(capsys.readouterr().out)
     assert len(out["routing"]["language"]) == 2 and set(out["routing"]["vision"].values()) == {1.0}
+
+
+def test_train_takes_flags_and_overrides_in_any_order(capsys):
+    argv = ["train.name=x", "--resume", "auto", "train.stages=[1]", "--print-config", "model.mole.rank=8"]
+    assert run(_main("train"), "python -m mome.train", argv) == 0
+    text = capsys.readouterr().out
+    assert "name: x" in text and "stages:\n  - 1\n" in text and "rank: 8" in text
