@@ -6,7 +6,7 @@
 
 The page (Gradio) shows the answer; for an answer holding a normalised box ``[x1, y1, x2, y2]`` (as the records write
 them, `mome.data.records.parse_box`) the box drawn on the image; the soft router's weights G_s(I)_i and Fig. 4's
-importance ‖G_s(I)_i · f̂_i‖ per encoder; and the MoLE expert each decoder layer chose (the routing of
+importance mean |G_s(I)_i · f̂_i| per encoder; and the MoLE expert each decoder layer chose (the routing of
 `mome.model.generate`). The synthetic benchmark's tasks are one click away as examples. Requests are queued and run
 one at a time: one model, one lock. A bad input (no image, a file that is not an image, an empty prompt, a model folder
 that does not load) gets a message on the page, and an image larger than `MAX_SIDE` is downscaled with a note.
@@ -27,6 +27,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, UnidentifiedImageError
 
+from mome.cli import parse, run
 from mome.data.records import parse_box
 
 __all__ = ["Demo", "Answer", "DemoError", "open_image", "draw_box", "vision_chart", "language_chart", "examples",
@@ -343,8 +344,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: this machine only)")
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("overrides", nargs="*", help="config overrides key=value")
-    args = parser.parse_args(argv)
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error (also MOME_DEBUG=1)")
+    parser.add_argument("overrides", nargs="*", help="config overrides key=value (flags and overrides in any order)")
+    args = parse(parser, argv)
 
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # a local page: no usage reports to Gradio
     try:
@@ -372,4 +374,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main, "python -m mome.demo"))
