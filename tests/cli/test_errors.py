@@ -132,6 +132,7 @@ def test_bad_input_exits_2_with_a_message(program, argv, expected, files, tmp_pa
                  "--llm", "l", "--out", "o"], "--ckpt"),
     ("info", ["--bogus"], "unrecognized arguments: --bogus"),
     ("train", ["train.nope=1"], "unknown config key 'train.nope'"),
+    ("demo", ["--model", "/nonexistent"], "/nonexistent"),
 ])
 def test_as_a_program(program, argv, expected):
     proc = subprocess.run([sys.executable, "-m", f"mome.{program}", *argv], capture_output=True, text=True,
@@ -140,7 +141,7 @@ def test_as_a_program(program, argv, expected):
     assert expected in proc.stderr and "Traceback" not in proc.stderr
     debug = subprocess.run([sys.executable, "-m", f"mome.{program}", *argv], capture_output=True, text=True,
                            timeout=180, env={**os.environ, "HF_HUB_OFFLINE": "1", "MOME_DEBUG": "1"})
-    assert debug.returncode == 2 and ("Traceback" in debug.stderr or program == "info")
+    assert debug.returncode == 2 and ("Traceback" in debug.stderr or program in ("info", "demo"))
 
 
 def test_flags_and_overrides_mix_in_any_order(files, capsys):
