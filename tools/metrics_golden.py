@@ -207,44 +207,9 @@ def random_boxes(rng: random.Random, n: int) -> list[tuple[str, list[float]]]:
 # ---------------------------------------------------------------------------------------------------------------------
 # The evaluators
 
-def vqaeval_2021(src: Sources, cases):
-    ns: dict = {}
-    exec(py2_to_3(src.read("GT-Vision-Lab/VQA", "PythonEvaluationTools/vqaEvaluation/vqaEval.py")), ns)
-    VQAEval = ns["VQAEval"]
-
-    class Capture(VQAEval):   # keep the unrounded per-question accuracy (setEvalQA rounds to 2 decimals of %)
-        def setEvalQA(self, quesId, acc):
-            self.raw = acc
-
-        def updateProgress(self, progress):
-            pass
-
-    out = []
-    for pred, answers in cases:
-        gts = types.SimpleNamespace(qa={1: {"answers": [{"answer": a, "answer_id": i + 1} for i, a in
-                                                        enumerate(answers)],
-                                            "question_type": "t", "answer_type": "other"}}, getQuesIds=lambda: [1])
-        res = types.SimpleNamespace(qa={1: {"answer": pred}})
-        ev = Capture(gts, res)
-        _quiet(ev.evaluate)
-        out.append({"prediction": pred, "answers": answers, "expected": ev.raw})
-    return out
-
-
-def _quiet(fn, *a):
-    saved = sys.stdout
-    sys.stdout = open(os.devnull, "w")
-    try:
-        return fn(*a)
-    finally:
-        sys.stdout.close()
-        sys.stdout = saved
-
-
-def lavis_vqa(src: Sources, cases):
-    ns: dict = {}
-    exec(src.read("salesforce/LAVIS", "lavis/common/vqa_tools/vqa_eval.py"), ns)
-    VQAEval = ns["VQAEval"]
+def _vqaeval_scores(VQAEval, cases):
+    """Each (prediction, answers) case through a vqaEval.py-style VQAEval class, one question at a time, keeping its
+    unrounded per-question accuracy (setEvalQA rounds to 2 decimals of %)."""
 
     class Capture(VQAEval):
         def setEvalQA(self, quesId, acc):
@@ -261,7 +226,29 @@ def lavis_vqa(src: Sources, cases):
         ev = Capture(gts, types.SimpleNamespace(qa={1: {"answer": pred}}))
         _quiet(ev.evaluate)
         out.append({"prediction": pred, "answers": answers, "expected": ev.raw})
-    return out, VQAEval
+    return out
+
+
+def vqaeval_2021(src: Sources, cases):
+    ns: dict = {}
+    exec(py2_to_3(src.read("GT-Vision-Lab/VQA", "PythonEvaluationTools/vqaEvaluation/vqaEval.py")), ns)
+    return _vqaeval_scores(ns["VQAEval"], cases)
+
+
+def _quiet(fn, *a):
+    saved = sys.stdout
+    sys.stdout = open(os.devnull, "w")
+    try:
+        return fn(*a)
+    finally:
+        sys.stdout.close()
+        sys.stdout = saved
+
+
+def lavis_vqa(src: Sources, cases):
+    ns: dict = {}
+    exec(src.read("salesforce/LAVIS", "lavis/common/vqa_tools/vqa_eval.py"), ns)
+    return _vqaeval_scores(ns["VQAEval"], cases), ns["VQAEval"]
 
 
 def lavis_gqa(vqa_eval_cls, cases):

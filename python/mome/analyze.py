@@ -36,7 +36,7 @@ import numpy as np
 GROUP_ORDER = ("general", "rec", "reg", "document")
 GROUP_COLORS = {"general": "tab:blue", "rec": "tab:orange", "reg": "tab:green", "document": "tab:red"}
 
-from mome.cli import UsageError, need_dir, need_model_dir, parse, positive, run
+from mome.cli import UsageError, need_benchmark, parse, positive, run
 
 __all__ = ["collect", "pca", "vision_importance", "language_load", "analyze", "main"]
 
@@ -461,12 +461,7 @@ def main(argv: list[str] | None = None) -> int:
     positive("--batch-size", args.batch_size)
     positive("--max-new-tokens", args.max_new_tokens)
     positive("--limit", args.limit, allow_none=True)
-    if args.model:
-        need_model_dir("--model", args.model)
-    if args.data != "synth" and not Path(args.data).exists():
-        raise UsageError(f"--data {args.data}: no such records file or folder (or give: synth)")
-    if args.image_root:
-        need_dir("--image-root", args.image_root)
+    need_benchmark(args)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 

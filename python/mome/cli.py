@@ -20,7 +20,8 @@ import traceback
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["UsageError", "parse", "run", "need_file", "need_dir", "need_model_dir", "positive", "read_image"]
+__all__ = ["UsageError", "parse", "parse_command", "run", "need_file", "need_dir", "need_model_dir", "need_benchmark",
+           "positive", "read_image"]
 
 
 class UsageError(ValueError):
@@ -32,6 +33,27 @@ def parse(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> arg
     flags (``train.name=x --resume auto train.stages=[1]``)."""
     argv = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--debug"]
     return parser.parse_intermixed_args(argv)
+
+
+def parse_command(parser: argparse.ArgumentParser, command: str, sub: argparse.ArgumentParser,
+                  argv: list[str] | None = None) -> argparse.Namespace:
+    """`parse` for a program with one subcommand (``python -m mome.export onnx …``): ``argv[0]`` must name it,
+    the rest is parsed intermixed by its subparser ``sub``; anything else is the top parser's help or usage error."""
+    argv = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--debug"]
+    if not argv or argv[0] != command:
+        parser.parse_args(argv)  # prints the help, or exits 2 naming the missing / unknown command
+        raise UsageError(f"expected the command {command!r}")
+    return parse(sub, argv[1:])
+
+
+def need_benchmark(args: argparse.Namespace) -> None:
+    """The inputs of a program that evaluates on a benchmark: ``--model`` (if given), ``--data``, ``--image-root``."""
+    if getattr(args, "model", None):
+        need_model_dir("--model", args.model)
+    if args.data != "synth" and not Path(args.data).exists():
+        raise UsageError(f"--data {args.data}: no such records file or folder (or give: synth)")
+    if getattr(args, "image_root", None):
+        need_dir("--image-root", args.image_root)
 
 
 def _error_types() -> tuple[type[BaseException], ...]:

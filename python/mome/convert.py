@@ -28,7 +28,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from mome.cli import UsageError, parse, run
+from mome.cli import UsageError, parse_command, run
 
 __all__ = ["convert_official", "main"]
 
@@ -163,11 +163,7 @@ def main(argv: list[str] | None = None) -> int:
                                                         "checkpoint's adapters; 1: keep a stage-1 single adapter")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides applied over the preset")
     p.add_argument("--debug", action="store_true", help="show the traceback of an error (also MOME_DEBUG=1)")
-    argv = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--debug"]
-    if not argv or argv[0] != "official":
-        parser.parse_args(argv)  # help, or the usage error naming the command
-        return 2
-    args = parse(p, argv[1:])
+    args = parse_command(parser, "official", p, argv)
     convert_official(args.ckpt, args.eva, args.dinov2, args.pix2struct, args.llm, args.out, sbert=args.sbert,
                      preset=args.preset, stage=args.stage, overrides=args.overrides,
                      log=lambda m: print(m, file=sys.stderr))

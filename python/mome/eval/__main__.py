@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from mome.cli import UsageError, need_dir, need_file, need_model_dir, parse, positive, run
+from mome.cli import need_benchmark, need_file, parse, positive, run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,12 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     positive("--max-new-tokens", args.max_new_tokens)
     positive("--limit", args.limit, allow_none=True)
     positive("--synth-n", args.synth_n)
-    if args.model:
-        need_model_dir("--model", args.model)
-    if args.data != "synth" and not Path(args.data).exists():
-        raise UsageError(f"--data {args.data}: no such records file or folder (or give: synth)")
-    if args.image_root:
-        need_dir("--image-root", args.image_root)
+    need_benchmark(args)
     if args.onnx:
         need_file("--onnx", args.onnx)
     if args.overrides:

@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from mome.cli import UsageError, need_model_dir, parse, run
+from mome.cli import UsageError, need_model_dir, parse_command, run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,11 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="the .onnx file to write")
     p.add_argument("--debug", action="store_true", help="show the traceback of an error (also MOME_DEBUG=1)")
     p.add_argument("overrides", nargs="*", help="config overrides key=value (flags and overrides in any order)")
-    argv = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--debug"]
-    if not argv or argv[0] != "onnx":
-        parser.parse_args(argv)  # help, or the usage error naming the format
-        return 2
-    args = parse(p, argv[1:])
+    args = parse_command(parser, "onnx", p, argv)
     if args.model:
         need_model_dir("--model", args.model)
     out = Path(args.out)
