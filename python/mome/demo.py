@@ -97,7 +97,7 @@ def _figure(width: float, height: float):
 
 
 def vision_chart(routing: dict):
-    """MoVE: each encoder's share of the soft router's weight G_s(I)_i and of Fig. 4's importance ‖G_s(I)_i · f̂_i‖
+    """MoVE: each encoder's share of the soft router's weight G_s(I)_i and of Fig. 4's importance mean |G_s(I)_i · f̂_i|
     (both normalised to sum 1 over the encoders, as `mome.analyze` plots them), raw values as labels."""
     import numpy as np
 

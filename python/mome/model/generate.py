@@ -5,7 +5,7 @@ sample generates the same text alone or in a batch. Greedy by default; sampling 
 
 Routing per sample:
     vision             {encoder: G_s(I)_i}                 the soft router's weights (1.0 each for addition)
-    vision_importance  {encoder: ‖G_s(I)_i · f̂_i‖}         Fig. 4's importance
+    vision_importance  {encoder: mean |G_s(I)_i · f̂_i|}    Fig. 4's importance
     language           [expert per decoder layer]          MoLE's choice on the prompt (MoLE-T: the expert most of
                                                            the prompt's tokens chose); None without adapters
 """
