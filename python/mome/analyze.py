@@ -5,7 +5,7 @@ figures, each with the JSON behind it.
     python -m mome.analyze --preset tiny --data data/mybench --out analysis/ --limit 20 --cards 8
 
 Writes into --out:
-    vision_importance.png/.json   Fig. 4: per dataset, each encoder's share of the mean importance mean |G_s(I)_i · f̂_i|
+    vision_importance.png/.json   Fig. 4: per dataset, each encoder's share of the importance mean |G_s(I)_i · f̂_i|
                                   (stacked to 1), beside the share of the raw soft-router weight G_s(I)_i
     language_load.png/.json       Figs. 5 and 8: per layer, the share of each dataset's samples routed to each MoLE
                                   expert (the expert chosen on the prompt), and the mean over layers
@@ -95,7 +95,7 @@ def _dataset_order(samples: list[dict]) -> list[str]:
 # ---- analyses (pure functions of the collected samples) --------------------------------------------------------------
 
 def vision_importance(samples: list[dict]) -> dict:
-    """Fig. 4. Per dataset: mean importance mean |G_s(I)_i · f̂_i| per encoder, its share (normalised to sum 1 per dataset)
+    """Fig. 4. Per dataset: the importance mean |G_s(I)_i · f̂_i| per encoder, its share (normalised to sum 1 per dataset)
     and the mean router weight with its share."""
     encoders = list(samples[0]["routing"]["vision"])
     per = defaultdict(list)
