@@ -28,7 +28,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from mome.cli import UsageError, parse_command, run
+from mome.cli import UsageError, need_dir, need_file, parse_command, run
 
 __all__ = ["convert_official", "main"]
 
@@ -37,37 +37,26 @@ class ConvertError(UsageError):
     """An input of the converter is missing or not what it must be."""
 
 
-def _need_file(flag: str, path: str | None) -> Path:
+def _need_folder(flag: str, path: str | None, must_hold: tuple[str, ...] = ("config.json",)) -> Path:
+    """`need_dir`, plus the files a transformers / sentence-transformers folder must hold."""
     if path is None:
         raise ConvertError(f"{flag} is required")
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise ConvertError(f"{flag} {path}: no such file")
-    return p.resolve()
-
-
-def _need_dir(flag: str, path: str | None, must_hold: tuple[str, ...] = ("config.json",)) -> Path:
-    if path is None:
-        raise ConvertError(f"{flag} is required")
-    p = Path(path).expanduser()
-    if not p.is_dir():
-        raise ConvertError(f"{flag} {path}: no such folder")
+    p = need_dir(flag, path)
     for name in must_hold:
         if not (p / name).exists():
             raise ConvertError(f"{flag} {path}: not a transformers/sentence-transformers folder ({name} is missing)")
     return p.resolve()
 
 
-def _resave_safetensors(src: Path, dst: Path) -> int:
-    """A weights-only ``.pth`` (or a ``.safetensors``) state dict → ``dst`` in safetensors; returns the tensor count."""
-    from safetensors.torch import save_file
+def _resave_encoder(src: Path, dst: Path, kind: str) -> int:
+    """A LAVIS / Meta ``.pth`` (or any encoder file `read_encoder_checkpoint` reads) → ``dst`` in safetensors under
+    its own key names, its format checked and recorded (`save_encoder_safetensors`); returns the tensor count."""
+    from mome.model.encoder_files import read_encoder_checkpoint, save_encoder_safetensors
 
-    from mome.model.official import read_official_checkpoint
-
-    state = read_official_checkpoint(src)
+    state, _ = read_encoder_checkpoint(src)
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_suffix(".tmp")
-    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata={"source": src.name})
+    save_encoder_safetensors(state, tmp, kind)
     tmp.replace(dst)
     return len(state)
 
@@ -81,12 +70,11 @@ def convert_official(ckpt: str, eva: str, dinov2: str, pix2struct: str, llm: str
     from mome.model.mome import load_official_state
     from mome.model.official import read_official_checkpoint
 
-    ckpt_p = _need_file("--ckpt", ckpt)
-    eva_p = _need_file("--eva", eva)
-    dino_p = _need_file("--dinov2", dinov2)
-    pix_p = _need_dir("--pix2struct", pix2struct)
-    llm_p = _need_dir("--llm", llm, ("config.json", "tokenizer.model"))
-    sbert_p = _need_dir("--sbert", sbert, ("modules.json",)) if sbert is not None else None
+    ckpt_p, eva_p, dino_p = (need_file(flag, path).resolve() for flag, path in (
+        ("--ckpt", ckpt), ("--eva", eva), ("--dinov2", dinov2)))
+    pix_p = _need_folder("--pix2struct", pix2struct)
+    llm_p = _need_folder("--llm", llm, ("config.json", "tokenizer.model"))
+    sbert_p = _need_folder("--sbert", sbert, ("modules.json",)) if sbert is not None else None
     if stage not in (1, 2):
         raise ConvertError(f"--stage must be 1 or 2, got {stage}")
     out_p = Path(out).expanduser().resolve()
@@ -115,8 +103,8 @@ def convert_official(ckpt: str, eva: str, dinov2: str, pix2struct: str, llm: str
         shutil.rmtree(staging)
     try:
         log(f"re-saving {eva_p.name} and {dino_p.name} as safetensors")
-        counts = {"eva_clip": _resave_safetensors(eva_p, staging / "encoders" / "eva_clip.safetensors"),
-                  "dinov2": _resave_safetensors(dino_p, staging / "encoders" / "dinov2.safetensors")}
+        counts = {kind: _resave_encoder(src, staging / "encoders" / f"{kind}.safetensors", kind)
+                  for kind, src in (("eva_clip", eva_p), ("dinov2", dino_p))}
         log("building the model (encoders and LLM from their files)")
         model = MoME(MoMEConfig.preset(preset, settings(staging)))
         notes = load_official_state(model, state, source=ckpt_p.name)

@@ -14,7 +14,7 @@ import torch
 
 from mome.model.encoder_weights import EncoderWeightsError, detect_format
 
-__all__ = ["read_encoder_checkpoint", "save_encoder_safetensors"]
+__all__ = ["read_state_dict", "read_encoder_checkpoint", "save_encoder_safetensors"]
 
 
 class _SafetensorsFiles(Mapping):
@@ -42,7 +42,7 @@ class _SafetensorsFiles(Mapping):
         return len(self._where)
 
 
-def _torch_load(path: Path) -> dict[str, torch.Tensor]:
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """A ``torch.save``d state dict, unwrapped from ``{"model": …}`` / ``{"state_dict": …}``; weights only."""
     try:
         try:
@@ -88,12 +88,12 @@ def read_encoder_checkpoint(path: str | Path) -> tuple[Mapping[str, torch.Tensor
             raise EncoderWeightsError(f"{p}: no *.safetensors or *.bin weights in this folder")
         state: dict[str, torch.Tensor] = {}
         for s in shards:
-            state.update(_torch_load(s))
+            state.update(read_state_dict(s))
         return state, config
     if p.suffix == ".safetensors":
         return _SafetensorsFiles([p]), None
     if p.suffix in (".pth", ".pt", ".bin", ".ckpt"):
-        return _torch_load(p), None
+        return read_state_dict(p), None
     raise EncoderWeightsError(f"{p}: unknown weight file type {p.suffix!r} (.pth, .pt, .bin, .safetensors or a folder)")
 
 

@@ -113,7 +113,6 @@ class MoLE(nn.Module):
         B, T, _ = x.shape
         if self.router is None:
             return torch.zeros(B, T, dtype=torch.long, device=x.device), None, None
-        parts = []
         if self.router_kind in ("instance", "instance_token"):
             if self.instruction is None:
                 raise RuntimeError("MoLE-I/IT needs the instruction embedding: run the model inside "
@@ -121,10 +120,11 @@ class MoLE(nn.Module):
             inst = self.instruction.to(x.device, torch.float32)
             if inst.shape[0] != B:
                 raise ValueError(f"instruction embedding has batch {inst.shape[0]}, hidden states have {B}")
-            parts.append(inst[:, None].expand(B, T, inst.shape[-1]))
-        if self.router_kind in ("token", "instance_token"):
-            parts.append(x.float())
-        logits = self.router(torch.cat(parts, dim=-1))  # (B, T, K)
+        if self.router_kind == "instance":  # one routing per sample: the router MLP runs on B rows, not B·T
+            logits = self.router(inst)[:, None].expand(B, T, self.num_experts)  # (B, T, K)
+        else:
+            parts = [inst[:, None].expand(B, T, inst.shape[-1])] if self.router_kind == "instance_token" else []
+            logits = self.router(torch.cat(parts + [x.float()], dim=-1))  # (B, T, K)
         if self.gumbel and self.training:
             u = torch.rand_like(logits).clamp_(1e-9, 1 - 1e-9)
             logits = (logits - torch.log(-torch.log(u))) / self.gumbel_tau

@@ -60,6 +60,9 @@ class OfficialCheckpointError(ValueError):
 def read_official_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     """The state dict of ``MoME_ckpt.pth`` / ``checkpoint_N.pth`` (a flat dict or ``{"model": ...}``), read with
     ``torch.load(weights_only=True)`` (no arbitrary unpickling), or of a ``.safetensors`` file."""
+    from mome.model.encoder_files import read_state_dict
+    from mome.model.encoder_weights import EncoderWeightsError
+
     path = Path(path)
     if not path.is_file():
         raise OfficialCheckpointError(f"{path}: no such checkpoint file")
@@ -68,15 +71,13 @@ def read_official_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
 
         return load_file(str(path))
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:  # an unpickling refusal or a file that is not a torch checkpoint at all
+        return read_state_dict(path)
+    except EncoderWeightsError as e:
+        raise OfficialCheckpointError(f"{path}: not a weights-only torch checkpoint: "
+                                      f"{str(e).removeprefix(f'{path}: ')}") from None
+    except Exception as e:  # not a torch checkpoint at all
         raise OfficialCheckpointError(f"{path}: not a weights-only torch checkpoint ({type(e).__name__}: "
-                                      f"{str(e).splitlines()[0] if str(e) else ''})") from e
-    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
-        obj = obj["model"]
-    if not isinstance(obj, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in obj.items()):
-        raise OfficialCheckpointError(f"{path}: expected a state dict (name → tensor) or {{'model': state dict}}")
-    return obj
+                                      f"{str(e).splitlines()[0] if str(e) else ''})") from None
 
 
 def _rename_move(key: str) -> str | None:
