@@ -251,11 +251,12 @@ def execute(runs: list[Run]) -> list[Run]:
         if code == 0 and (r.run_dir / "eval" / "final.json").is_file():
             _write_text(r.run_dir / "reproduce_run.json", json.dumps({"wall_s": wall}) + "\n")
             avg = json.loads((r.run_dir / "eval" / "final.json").read_text())["summary"].get("avg")
-            bar.write(f"{r.row.label} seed {r.seed}: Avg {avg:.2f} in {wall:.0f} s")
+            bar.write(f"{r.row.label} seed {r.seed}: Avg {avg:.2f} in {wall:.0f} s", file=sys.stderr)
             done_weight, done_wall = done_weight + r.weight, done_wall + wall
         else:
             failed.append(r)
-            bar.write(f"FAILED {r.row.label} seed {r.seed} (exit status {code}): see {r.run_dir / 'train.log'}")
+            bar.write(f"FAILED {r.row.label} seed {r.seed} (exit status {code}): see {r.run_dir / 'train.log'}",
+                      file=sys.stderr)
         left = sum(x.weight for x in todo[i + 1:] if not _finished(x))
         if done_weight:  # tqdm's ETA counts runs; this one weighs them by their optimizer steps
             bar.set_postfix_str(f"eta by steps {left * done_wall / done_weight / 60:.1f} min")
@@ -329,7 +330,8 @@ def markdown(result: dict) -> str:
              f"commit {result['commit'] or 'unknown'}.", "",
              "| Method | " + " | ".join(TITLES) + " | Paper Avg. | seeds |", "|---|" + "---:|" * (len(TITLES) + 2)]
     for r in result["rows"]:
-        cells = [_cell(r["mean"][g], r["std"][g], g == "avg" and r["mean"][g] == best) for g in GROUPS]
+        cells = [_cell(r["mean"][g], r["std"][g], g == "avg" and best is not None and r["mean"][g] == best)
+                 for g in GROUPS]
         mark = "†" if r["shared_with"] else ""
         paper = "—" if r["paper_avg"] is None else f"{r['paper_avg']:.2f}"
         lines.append(f"| {r['label']}{mark} | " + " | ".join(cells)
@@ -445,8 +447,8 @@ def main(argv: list[str] | None = None) -> int:
         _write_text(out / "reproduce.md", "# MoME ablations, reproduced at small scale\n\n"
                     + "\n".join(markdown(r) for r in results.values()))
     print("\n".join(markdown(r) for r in results.values()))
-    print(f"{len(runs)} runs in {time.perf_counter() - start:.0f} s; {len(failed)} failed; written to {out}",
-          file=sys.stderr)
+    print(f"{len(runs)} row-seeds ({len({r.run_dir for r in runs})} runs) in {time.perf_counter() - start:.0f} s; "
+          f"{len(failed)} failed; written to {out}", file=sys.stderr)
     for r in failed:
         print(f"failed: {r.row.stem} seed {r.seed}: {r.run_dir / 'train.log'}", file=sys.stderr)
     return 1 if failed else 0
