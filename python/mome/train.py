@@ -238,10 +238,11 @@ def prepare_data(run: RunConfig, env: distributed.Dist, log) -> tuple[list[dict]
     d = run.data
     if "synth" in (d.train, d.test):
         synth_dir = Path(d.synth_dir)
-        if env.is_main and not (synth_dir / "train.jsonl").exists():
-            from mome.data import synth
+        from mome.data import synth
 
-            log(f"generating the synthetic benchmark in {synth_dir} (first use) ...")
+        if env.is_main and not synth.is_current(synth_dir, d.synth_train, d.synth_test, d.synth_seed):
+            why = "first use" if not (synth_dir / "train.jsonl").exists() else "it holds another size, seed or version"
+            log(f"generating the synthetic benchmark in {synth_dir} ({why}) ...")
             synth.generate(synth_dir, n_train=d.synth_train, n_test=d.synth_test, seed=d.synth_seed)
         env.barrier()
 
@@ -370,17 +371,29 @@ def evaluate_model(model, records, image_root, run: RunConfig, env, run_dir: Pat
     return result
 
 
+def evaluate_baseline(train_records, test_records, run: RunConfig, run_dir: Path) -> dict:
+    """The constant-answer baseline (`mome.eval.baselines`) on the same test records as the model."""
+    from mome.eval.baselines import constant_baseline
+    from mome.eval.harness import limit_per_dataset, write_results
+
+    result = constant_baseline(train_records, limit_per_dataset(test_records, run.data.eval_limit))
+    write_results(result, run_dir / "eval", "baseline")
+    return result
+
+
 def _print_comparison(run_dir: Path, log) -> None:
-    try:
-        before = json.loads((run_dir / "eval" / "untrained.json").read_text())["summary"]
-        after = json.loads((run_dir / "eval" / "final.json").read_text())["summary"]
-    except (FileNotFoundError, KeyError):
+    rows = {}
+    for tag, label in (("baseline", "constant answer"), ("untrained", "untrained"), ("final", "trained")):
+        try:
+            rows[label] = json.loads((run_dir / "eval" / f"{tag}.json").read_text())["summary"]
+        except (FileNotFoundError, KeyError):
+            continue
+    if "trained" not in rows or len(rows) < 2:
         return
-    keys = [k for k in after if k in before]
-    rows = ["| | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys),
-            "| untrained | " + " | ".join(f"{before[k]:.2f}" for k in keys) + " |",
-            "| trained | " + " | ".join(f"{after[k]:.2f}" for k in keys) + " |"]
-    print("\n== untrained vs trained ==\n" + "\n".join(rows), flush=True)
+    keys = [k for k in rows["trained"] if all(k in r for r in rows.values())]
+    lines = ["| | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
+    lines += [f"| {label} | " + " | ".join(f"{r[k]:.2f}" for k in keys) + " |" for label, r in rows.items()]
+    print("\n== constant-answer baseline vs untrained vs trained ==\n" + "\n".join(lines), flush=True)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -486,6 +499,7 @@ def main(argv=None) -> int:
             final_stage = stages[-1]
             final = load_model(run_dir / f"stage{final_stage}" / "final").to(env.device)
             results["final"] = evaluate_model(final, test_records, test_root, run, env, run_dir, "final", log)
+            evaluate_baseline(train_records, test_records, run, run_dir)
             _print_comparison(run_dir, log)
         log(f"finished in {time.perf_counter() - start:.0f} s; everything is in {run_dir}")
         return 0

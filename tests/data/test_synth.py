@@ -156,3 +156,31 @@ def test_cli_synth(tmp_path):
     with pytest.raises(ValueError, match="holds other files"):
         main(["synth", "--out", str(tmp_path / "mine"), "--n", "7", "--quiet"])
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def test_stamp_says_what_a_folder_holds(tmp_path):
+    from mome.data import synth
+
+    out = tmp_path / "b"
+    assert not synth.is_current(out, 14, 7, 0)
+    generate(out, n_train=14, n_test=7, seed=0)
+    assert synth.is_current(out, 14, 7, 0)
+    assert not synth.is_current(out, 28, 7, 0) and not synth.is_current(out, 14, 7, 1)
+    generate(out, n_train=28, n_test=7, seed=0)  # a folder holding only a benchmark (and its stamp) is replaced
+    assert synth.is_current(out, 28, 7, 0) and len(load_records(out / "train.jsonl")) == 28
+
+
+def test_document_layouts_name_what_is_drawn():
+    import random
+
+    from mome.data import synth
+
+    img, words, items = synth.draw_doc_text(random.Random(0))
+    assert [it.label for it in items] == words
+    px = np.asarray(img.convert("L"))
+    for it in items:  # every item box holds dark (text) pixels and lies inside the image
+        x0, y0, x1, y1 = it.box
+        assert 0 <= x0 <= x1 < img.width and 0 <= y0 <= y1 < img.height
+        assert px[y0:y1 + 1, x0:x1 + 1].min() < 128
+    img, labels, values, items = synth.draw_chart(random.Random(1))
+    assert sorted(it.label for it in items if it.label.startswith("bar:")) == sorted(f"bar:{v}" for v in values)

@@ -1,8 +1,9 @@
-"""Command line: ``python -m mome.data {convert,synth,list}``.
+"""Command line: ``python -m mome.data {convert,synth,pretrain-encoders,list}``.
 
     python -m mome.data convert NAME --src DIR --out FILE [--split SPLIT] [--quiet]
     python -m mome.data convert official --src DIR --out FILE [--images ROOT [--on-missing skip]] [--verbatim]
     python -m mome.data synth --out DIR [--n N] [--n-test M] [--seed S] [--quiet]
+    python -m mome.data pretrain-encoders [--out DIR] [--seed S] [--steps N] [--kinds K,...] [--check]
     python -m mome.data list                      # the converters, their groups and default splits
 """
 
@@ -51,6 +52,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
 
+    p = sub.add_parser("pretrain-encoders", help="pretrain the tiny preset's specialist encoders (the shipped ones)")
+    p.add_argument("--out", default=None,
+                   help="output folder (default: the package's own weights folder, replacing the shipped files)")
+    p.add_argument("--seed", type=int, default=0, help="seed (default 0: the shipped weights)")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps per encoder (default: the shipped ones)")
+    p.add_argument("--kinds", default=None, help="comma-separated subset of eva_clip,dinov2,pix2struct")
+    p.add_argument("--check", action="store_true",
+                   help="regenerate into a temporary folder and compare with the shipped files' SHA-256 (exit 1 if "
+                        "they differ)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
     sub.add_parser("list", help="list the converters")
 
     argv = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--debug"]
@@ -83,12 +95,52 @@ def main(argv: list[str] | None = None) -> int:
         if not args.quiet:
             print(f"synth: wrote {counts['train']} train + {counts['test']} test records to {args.out} "
                   f"in {time.time() - t0:.1f} s", file=sys.stderr)
+    elif args.command == "pretrain-encoders":
+        return _pretrain_encoders(args)
     else:
         for name in sorted(converters.REGISTRY):
             c = converters.REGISTRY[name]
             print(f"{name:22s} {c.group:9s} {c.task:16s} {c.metric:12s} default split: {c.default_split:9s} "
                   f"splits: {', '.join(c.splits)}")
     return 0
+
+
+def _pretrain_encoders(args) -> int:
+    import tempfile
+
+    from mome.model import specialists
+    from mome.training.specialists import pretrain
+
+    kinds = specialists.KINDS if args.kinds is None else [k.strip() for k in args.kinds.split(",") if k.strip()]
+    bad = [k for k in kinds if k not in specialists.KINDS]
+    if bad or not kinds:
+        raise UsageError(f"--kinds {args.kinds}: expected a subset of {','.join(specialists.KINDS)}")
+    if args.steps is not None and args.steps < 1:
+        raise UsageError(f"--steps {args.steps}: must be >= 1")
+    steps = {k: args.steps for k in kinds} if args.steps is not None else {}
+    log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
+    if not args.check:
+        out = Path(args.out) if args.out else specialists.WEIGHTS_DIR
+        if out.exists() and not out.is_dir():
+            raise UsageError(f"--out {args.out}: not a folder")
+        t0 = time.time()
+        pretrain(out, seed=args.seed, steps=steps, kinds=kinds, progress=_progress(args), log=log)
+        log(f"pretrain-encoders: wrote {', '.join(specialists.file_name(k) for k in kinds)} to {out} "
+            f"in {time.time() - t0:.0f} s")
+        return 0
+    shipped = specialists.manifest()
+    with tempfile.TemporaryDirectory() as tmp:
+        want = {k: shipped["encoders"][k]["steps"] for k in kinds}
+        man = pretrain(tmp, seed=shipped["seed"], steps={**want, **steps}, kinds=kinds, progress=_progress(args),
+                       log=log)
+    differ = [k for k in kinds if man["encoders"][k]["sha256"] != shipped["encoders"][k]["sha256"]]
+    for k in kinds:
+        print(f"{k}: {'same bits as the shipped file' if k not in differ else 'DIFFERS from the shipped file'} "
+              f"({man['encoders'][k]['sha256'][:16]}…)")
+    if differ:
+        print(f"shipped on {shipped['machine']} with torch {shipped['torch']}; here {man['machine']} with torch "
+              f"{man['torch']} (bit-exactness needs the same kind of machine)", file=sys.stderr)
+    return 1 if differ else 0
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ function of the arguments, and train and test images differ.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -32,7 +33,8 @@ from PIL import Image, ImageDraw, ImageFont
 from mome.data.records import format_box, make_record, write_records
 from mome.data.templates import render
 
-__all__ = ["generate", "DATASETS", "COLORS", "SHAPES", "SCENE_SIZE"]
+__all__ = ["generate", "is_current", "stamp", "STAMP", "DATASETS", "COLORS", "SHAPES", "SCENE_SIZE", "Shape", "Item", "scene", "draw_doc_text",
+           "draw_table", "draw_chart"]
 
 SCENE_SIZE = 64
 COLORS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (230, 200, 30),
@@ -107,7 +109,7 @@ def _draw_shape(draw: ImageDraw.ImageDraw, s: Shape):
         draw.polygon([((x0 + x1) / 2, y0), (x1, y1), (x0, y1)], fill=fill)
 
 
-def _scene(rng: random.Random, n_min: int = 1, n_max: int = 4) -> tuple[Image.Image, list[Shape]]:
+def scene(rng: random.Random, n_min: int = 1, n_max: int = 4) -> tuple[Image.Image, list[Shape]]:
     """A 64×64 scene of 1–4 non-overlapping shapes with distinct (colour, shape) pairs, so names are unique."""
     W = H = SCENE_SIZE
     n = rng.randint(n_min, n_max)
@@ -143,7 +145,7 @@ def _join(names: list[str]) -> str:
 
 
 def _caption(rng, rid):
-    img, shapes = _scene(rng, 1, 3)  # at most 3 objects keeps captions under a dozen words
+    img, shapes = scene(rng, 1, 3)  # at most 3 objects keeps captions under a dozen words
     names = [s.name for s in _left_to_right(shapes)]
     caption = _join([f"a {n}" for n in names])
     refs = [caption, f"there is {caption}", f"{NUMBER_WORDS[len(names)]} shape{'s' if len(names) > 1 else ''}: "
@@ -152,7 +154,7 @@ def _caption(rng, rid):
 
 
 def _vqa(rng, rid):
-    img, shapes = _scene(rng, 2, 4)
+    img, shapes = scene(rng, 2, 4)
     kinds = ["color", "shape", "count", "relation"]
     while True:
         kind = rng.choice(kinds)
@@ -184,14 +186,14 @@ def _vqa(rng, rid):
 
 
 def _rec(rng, rid):
-    img, shapes = _scene(rng)
+    img, shapes = scene(rng)
     s = rng.choice(shapes)
     box = s.norm_box(*img.size)
     return img, render("rec", rid, expression=f"the {s.name}"), format_box(box), {"bbox": box}
 
 
 def _reg(rng, rid):
-    img, shapes = _scene(rng)
+    img, shapes = scene(rng)
     s = rng.choice(shapes)
     box = format_box(s.norm_box(*img.size))
     return img, render("reg", rid, box=box), s.name, {"captions": [s.name, f"the {s.name}", f"a {s.name}"]}
@@ -203,56 +205,86 @@ def _text_size(text: str) -> tuple[int, int]:
     return x1, y1
 
 
-def _doc_text(rng, rid):
+@dataclass
+class Item:
+    """One drawn element of a document, for the encoders' pretraining targets (`mome.data.pretrain`)."""
+
+    label: str  # a word, a row/column name, a number, a bar label, or "bar:<value>" for a bar
+    box: tuple[int, int, int, int]  # pixel corners, inclusive: (x0, y0, x1, y1)
+
+
+def _text(draw: ImageDraw.ImageDraw, xy: tuple[int, int], text: str, items: list[Item]) -> None:
+    draw.text(xy, text, fill="black", font=font())
+    x0, y0, x1, y1 = font().getbbox(text)
+    items.append(Item(text, (xy[0] + x0, xy[1] + y0, xy[0] + x1 - 1, xy[1] + y1 - 1)))
+
+
+def draw_doc_text(rng) -> tuple[Image.Image, list[str], list[Item]]:
+    """2-4 distinct words, wide (one line) or tall (one word per line)."""
     n = rng.randint(2, 4)
     words = rng.sample(WORDS, n)
+    items: list[Item] = []
     if rng.random() < 0.5:  # wide: one line
         w, h = 8 + sum(_text_size(x)[0] + 6 for x in words), 24
         img = Image.new("RGB", (w, h), "white")
         draw = ImageDraw.Draw(img)
         x = 4
         for word in words:
-            draw.text((x, 5), word, fill="black", font=font())
+            _text(draw, (x, 5), word, items)
             x += _text_size(word)[0] + 6
     else:  # tall: one word per line
         w, h = 48, 8 + 16 * n + rng.randint(0, 24)
         img = Image.new("RGB", (w, h), "white")
         draw = ImageDraw.Draw(img)
         for i, word in enumerate(words):
-            draw.text((4, 4 + 16 * i), word, fill="black", font=font())
-    k = rng.randrange(n)
+            _text(draw, (4, 4 + 16 * i), word, items)
+    return img, words, items
+
+
+def _doc_text(rng, rid):
+    img, words, _ = draw_doc_text(rng)
+    k = rng.randrange(len(words))
     return img, render("docvqa", rid, question=f"What is the {ORDINALS[k]} word?"), words[k], {"answers": [words[k]]}
 
 
-def _table(rng, rid):
+def draw_table(rng) -> tuple[Image.Image, list[str], list[str], list[list[int]], list[Item]]:
+    """A grid with 2-4 named rows, 1-3 named columns and numbers 0-99 in the cells."""
     rows = rng.sample(ROW_NAMES, rng.randint(2, 4))
     cols = rng.sample(COL_NAMES, rng.randint(1, 3))
     cells = [[rng.randint(0, 99) for _ in cols] for _ in rows]
     cw, ch = 30, 15
     img = Image.new("RGB", (cw * (len(cols) + 1) + 1, ch * (len(rows) + 1) + 1), "white")
     draw = ImageDraw.Draw(img)
+    items: list[Item] = []
     for i in range(len(rows) + 2):
         draw.line([(0, i * ch), (img.width, i * ch)], fill=(120, 120, 120))
     for j in range(len(cols) + 2):
         draw.line([(j * cw, 0), (j * cw, img.height)], fill=(120, 120, 120))
     for j, c in enumerate(cols):
-        draw.text(((j + 1) * cw + 2, 2), c, fill="black", font=font())
+        _text(draw, ((j + 1) * cw + 2, 2), c, items)
     for i, r in enumerate(rows):
-        draw.text((2, (i + 1) * ch + 2), r, fill="black", font=font())
+        _text(draw, (2, (i + 1) * ch + 2), r, items)
         for j in range(len(cols)):
-            draw.text(((j + 1) * cw + 2, (i + 1) * ch + 2), str(cells[i][j]), fill="black", font=font())
+            _text(draw, ((j + 1) * cw + 2, (i + 1) * ch + 2), str(cells[i][j]), items)
+    return img, rows, cols, cells, items
+
+
+def _table(rng, rid):
+    img, rows, cols, cells, _ = draw_table(rng)
     i, j = rng.randrange(len(rows)), rng.randrange(len(cols))
     a = str(cells[i][j])
     return img, render("docvqa", rid, question=f"What is the {cols[j]} of the {rows[i]}?"), a, {"answers": [a]}
 
 
-def _chart(rng, rid):
+def draw_chart(rng) -> tuple[Image.Image, list[str], list[int], list[Item]]:
+    """3-5 labelled bars of values 1-9 on a unit grid, vertical or horizontal."""
     n = rng.randint(3, 5)
     labels = list(BAR_LABELS[:n])
     values = [rng.randint(1, 9) for _ in labels]
     unit, bar, gap, margin = 6, 8, 4, 12
     vertical = rng.random() < 0.5
     length = unit * 10
+    items: list[Item] = []
     if vertical:  # bars go up from a baseline, labels under them
         w, h = margin + n * (bar + gap) + gap, length + margin + 4
         img = Image.new("RGB", (w, h), "white")
@@ -263,8 +295,10 @@ def _chart(rng, rid):
         draw.line([(margin, 0), (margin, base)], fill="black")
         for i, (lab, v) in enumerate(zip(labels, values)):
             x = margin + gap + i * (bar + gap)
-            draw.rectangle([x, base - v * unit, x + bar - 1, base - 1], fill=(60, 110, 200))
-            draw.text((x + 1, base), lab, fill="black", font=font())
+            box = (x, base - v * unit, x + bar - 1, base - 1)
+            draw.rectangle(list(box), fill=(60, 110, 200))
+            items.append(Item(f"bar:{v}", box))
+            _text(draw, (x + 1, base), lab, items)
     else:  # horizontal bars from a left axis, labels left of them
         w, h = length + margin + 4, margin + n * (bar + gap + 6) + gap
         img = Image.new("RGB", (w, h), "white")
@@ -274,9 +308,16 @@ def _chart(rng, rid):
         draw.line([(margin, 0), (margin, h)], fill="black")
         for i, (lab, v) in enumerate(zip(labels, values)):
             y = gap + i * (bar + gap + 6)
-            draw.rectangle([margin + 1, y, margin + v * unit, y + bar - 1], fill=(60, 110, 200))
-            draw.text((1, y - 2), lab, fill="black", font=font())
-    k = rng.randrange(n)
+            box = (margin + 1, y, margin + v * unit, y + bar - 1)
+            draw.rectangle(list(box), fill=(60, 110, 200))
+            items.append(Item(f"bar:{v}", box))
+            _text(draw, (1, y - 2), lab, items)
+    return img, labels, values, items
+
+
+def _chart(rng, rid):
+    img, labels, values, _ = draw_chart(rng)
+    k = rng.randrange(len(labels))
     a = str(values[k])
     return img, render("chartqa", rid, question=f"What is the value of bar {labels[k]}?"), a, {"answers": [a]}
 
@@ -316,6 +357,22 @@ def make_split(out_dir: Path, split: str, n: int, seed: int, progress: bool = Fa
     return records
 
 
+STAMP = "synth.json"  # what a folder was generated with; `is_current` compares it with a request
+VERSION = 2  # bump when the drawings or the records change, so old folders are regenerated
+
+
+def stamp(n_train: int, n_test: int, seed: int) -> dict:
+    return {"generator": "mome.data.synth", "version": VERSION, "n_train": n_train, "n_test": n_test, "seed": seed}
+
+
+def is_current(out_dir: str | os.PathLike, n_train: int, n_test: int, seed: int) -> bool:
+    """Whether ``out_dir`` holds the benchmark these arguments generate (its stamp matches)."""
+    try:
+        return json.loads((Path(out_dir) / STAMP).read_text()) == stamp(n_train, n_test, seed)
+    except (OSError, ValueError):
+        return False
+
+
 def generate(out_dir: str | os.PathLike, n_train: int = 2000, n_test: int = 400, seed: int = 0,
              progress: bool = False) -> dict[str, int]:
     """Write ``out_dir/train.jsonl``, ``out_dir/test.jsonl`` and ``out_dir/images/...`` (PNG).
@@ -329,7 +386,7 @@ def generate(out_dir: str | os.PathLike, n_train: int = 2000, n_test: int = 400,
     out_dir = Path(out_dir)
     if out_dir.exists():
         other = sorted(p.name for p in out_dir.iterdir()) if out_dir.is_dir() else [out_dir.name]
-        other = [n for n in other if n not in ("train.jsonl", "test.jsonl", "images")]
+        other = [n for n in other if n not in ("train.jsonl", "test.jsonl", "images", STAMP)]
         if other:
             raise ValueError(f"synth: --out {str(out_dir)!r} exists and holds other files ({other[:3]}); "
                              f"choose an empty or new folder")
@@ -339,6 +396,7 @@ def generate(out_dir: str | os.PathLike, n_train: int = 2000, n_test: int = 400,
         counts = {}
         for split, n in (("train", n_train), ("test", n_test)):
             counts[split] = write_records(tmp / f"{split}.jsonl", make_split(tmp, split, n, seed, progress))
+        (tmp / STAMP).write_text(json.dumps(stamp(n_train, n_test, seed)) + "\n")
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)

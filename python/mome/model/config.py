@@ -315,18 +315,20 @@ _TINY_ENCODER = dict(patch_size=8, hidden_size=64, num_layers=2, num_heads=4, in
 
 PRESETS: dict[str, dict] = {
     # The released architecture at tiny sizes, so it builds and trains on a 2-core CPU in minutes: EVA sees 32 px
-    # (4 × 4 = L patch tokens, its own LN + Linear, CLS prepended), DINOv2 64 px with a 9 × 9 position table
-    # interpolated to 8 × 8 by Meta's rule (the release: 37 × 37 → 32 × 32) pooled to L by ADT, Pix2Struct at most
-    # 64 patches; a random 4-layer LLaMA with the built-in ~1k-piece sentencepiece tokenizer; the real MiniLM.
+    # (4 × 4 = L patch tokens, its own LN + Linear, CLS prepended), DINOv2 64 px (8 × 8 patches, its table trained at
+    # that size) pooled to L by ADT, Pix2Struct at most 64 patches; a random 4-layer LLaMA with the built-in ~1k-piece
+    # sentencepiece tokenizer; the real MiniLM.
     "tiny": {
         "name": "tiny",
         "seed": 0,
         "vision": {
             "use": ["eva_clip", "dinov2", "pix2struct"],
-            "eva_clip": dict(_TINY_ENCODER, image_size=32),
+            # The three are small pretrained specialists shipped with mome (`mome.model.specialists`); set a
+            # `path: null` for a random encoder of these sizes.
+            "eva_clip": dict(_TINY_ENCODER, image_size=32, path="mome:tiny-eva_clip"),
             "clip": dict(_TINY_ENCODER, image_size=32),
-            "dinov2": dict(_TINY_ENCODER, image_size=64, pos_embed_size=72),
-            "pix2struct": dict(_TINY_ENCODER, max_patches=64),
+            "dinov2": dict(_TINY_ENCODER, image_size=64, pos_embed_size=None, path="mome:tiny-dinov2"),
+            "pix2struct": dict(_TINY_ENCODER, max_patches=64, path="mome:tiny-pix2struct"),
             "num_tokens": 16,
             "adt_layers": 1,
             "adt_heads": 4,

@@ -217,6 +217,10 @@ class VisionEncoder(nn.Module):
 
     @torch.no_grad()
     def forward(self, **inputs: torch.Tensor) -> EncoderOutput:
+        return self.features(**inputs)
+
+    def features(self, **inputs: torch.Tensor) -> EncoderOutput:
+        """`forward` without its ``no_grad``: what the encoders' own pretraining (`mome.pretrain`) trains through."""
         if self.kind == "pix2struct":
             dtype = next(self.model.parameters()).dtype
             return self._pix2struct(inputs["flattened_patches"].to(dtype), inputs["attention_mask"])
@@ -270,10 +274,12 @@ def encoder_from_state_dict(cfg: EncoderConfig, state: Mapping[str, torch.Tensor
 
 def build_encoder(cfg: EncoderConfig, dtype: str = "float32") -> VisionEncoder:
     """The encoder of ``cfg.kind``: from ``cfg.path`` (a ``.pth`` / ``.safetensors`` file or a transformers folder,
-    see `encoder_from_state_dict`) or, without one, randomly initialised at the configured sizes (the caller seeds
+    see `encoder_from_state_dict`; ``mome:tiny-<kind>`` is a shipped specialist, `mome.model.specialists`) or, without one, randomly initialised at the configured sizes (the caller seeds
     the RNG)."""
     if cfg.path:
-        state, config = read_encoder_checkpoint(cfg.path)
+        from mome.model.specialists import resolve_path
+
+        state, config = read_encoder_checkpoint(resolve_path(cfg.path))
         return encoder_from_state_dict(cfg, state, dtype, config, source=str(cfg.path))
     model, hidden = random_model(cfg)
     return VisionEncoder(cfg, model.to(_dtype(dtype)).eval(), hidden)

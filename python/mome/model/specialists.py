@@ -1,0 +1,69 @@
+"""The tiny preset's specialist vision encoders: small pretrained models of our own that ship with mome.
+
+The paper's encoders are specialists (Table 1: CLIP best on General, DINOv2 on REC, Pix2Struct on Document) because
+each was pretrained on a different objective. Random tiny encoders are specialists of nothing, so the ``tiny`` preset
+uses encoders pretrained on the synthetic images, each on its own objective (`mome.training.specialists`):
+
+    eva_clip    scene semantics, image-level only as CLIP: which (colour, shape) pairs, how many, in which order
+    dinov2      localisation: per 8 × 8 px patch, which object covers it and that object's box (and its digits)
+    pix2struct  reading: per patch of a document at its true aspect ratio, which word / number / bar value is there
+
+The weights (``weights/tiny-<kind>.safetensors``, ~0.4 MB each) and ``weights/tiny-specialists.json`` (the command,
+seed and steps that made them, their SHA-256, held-out scores, the machine) are package data. A config names them
+as ``path: mome:tiny-<kind>``; `resolve_path` turns that into the file. Regenerate with
+``python -m mome.data pretrain-encoders`` (docs/reproduce.md § Specialist encoders).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+__all__ = ["WEIGHTS_DIR", "MANIFEST", "PREFIX", "KINDS", "resolve_path", "builtin_name", "manifest", "sha256",
+           "file_name"]
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+MANIFEST = "tiny-specialists.json"
+PREFIX = "mome:"
+KINDS = ("eva_clip", "dinov2", "pix2struct")
+
+
+def file_name(kind: str) -> str:
+    return f"tiny-{kind}.safetensors"
+
+
+def builtin_name(path: str | None) -> str | None:
+    """``"mome:tiny-dinov2"`` → ``"tiny-dinov2"``; None for any other path."""
+    if isinstance(path, str) and path.startswith(PREFIX):
+        return path[len(PREFIX):]
+    return None
+
+
+def resolve_path(path: str | Path) -> Path:
+    """An encoder path as a file: ``mome:tiny-<kind>`` is the shipped specialist, anything else is itself."""
+    name = builtin_name(str(path))
+    if name is None:
+        return Path(path)
+    known = [f"tiny-{k}" for k in KINDS]
+    if name not in known:
+        raise FileNotFoundError(f"{path}: no built-in encoder of that name; built-in: "
+                                f"{', '.join(PREFIX + k for k in known)}")
+    file = WEIGHTS_DIR / f"{name}.safetensors"
+    if not file.is_file():
+        raise FileNotFoundError(f"{path}: the shipped file {file} is missing; regenerate it with "
+                                f"`python -m mome.data pretrain-encoders --out {WEIGHTS_DIR}`")
+    return file
+
+
+def sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def manifest(directory: str | Path = WEIGHTS_DIR) -> dict:
+    """The record written beside the weights by `mome.training.specialists.pretrain`."""
+    return json.loads((Path(directory) / MANIFEST).read_text())
