@@ -1,16 +1,16 @@
 """`python -m mome.reproduce`: every ablation row of the paper's Tables 1 and 2, scaled to the tiny preset and the
 synthetic benchmark, over several seeds; the tables in the paper's layout, bar charts and routing figures.
 
-    python -m mome.reproduce all                                  # both tables, seeds 0, 1, 2, into runs/reproduce
+    python -m mome.reproduce all [--jobs 2]                       # both tables, seeds 0, 1, 2, into runs/reproduce
     python -m mome.reproduce table1 --seeds 0 --rows 't1_clip*,t1_move_adt_router'
     python -m mome.reproduce table2 --out runs/rep2 train.stage1.steps=500 --dry-run
 
 A row is one file of configs/ablations/ (t1_*: Table 1, t2_*: Table 2). Its run is the embedded default run
 (`mome.train.DEFAULT_RUN`: tiny preset, synthetic benchmark) with only the row's ablation switches taken from the file
 (`SWITCHES`), then `REPRODUCE_BUDGET`, the seed (train.seed, model.seed) and the trailing key=value overrides. Each
-(row, seed) is `python -m mome.train --config <out>/runs/<row>/seed<s>/reproduce.yaml --resume auto`, its output in
-that folder's train.log. A run whose eval/final.json exists is not run again, so rerunning resumes; a failed run is
-reported with its log and the others go on (exit status 1 at the end). Rows with the same resolved config (e.g.
+(row, seed) is `python -m mome.train --config <out>/runs/<row>/seed<s>/reproduce.yaml --resume auto` (one thread;
+`--jobs N` runs N at a time), its output in that folder's train.log. A run whose eval/final.json exists is not run
+again, so rerunning resumes; a failed run is reported with its log and the others go on (exit status 1 at the end). Rows with the same resolved config (e.g.
 t2_clip_adapter = t1_clip_avgpool) share one run, in the folder of the first in paper order.
 
 Writes into --out: <table>.md/.json/.png for table1 and/or table2 (`all`: both, plus reproduce.md and reproduce.json),
@@ -51,6 +51,8 @@ REPRODUCE_BUDGET: dict = {
     "train.stage2.steps": 100,
     "train.stage2.warmup_steps": 10,
     "data.eval_limit": 30,  # test records per dataset
+    "train.evaluate_untrained": False,  # the tables use the trained model only
+    "train.threads": 1,  # one thread per run: the same numbers with any --jobs
 }
 
 # The ablation switches a row takes from its file; everything else (sizes, paths, batches) stays the tiny default's.
@@ -226,41 +228,53 @@ def _finished(r: Run) -> dict | None:
     return {"final": final, "wall_s": wall}
 
 
-def execute(runs: list[Run]) -> list[Run]:
-    """Run what is not finished, in order, one process at a time; returns the failed runs."""
+def execute(runs: list[Run], jobs: int = 1) -> list[Run]:
+    """Run what is not finished, in order, `jobs` processes at a time; returns the failed runs. Every run has
+    ``train.threads=1`` (`REPRODUCE_BUDGET`), so its numbers do not depend on `jobs`."""
     from tqdm import tqdm
 
     failed, todo = [], list({r.run_dir: r for r in reversed(runs)}.values())[::-1]  # one per run folder
     done_weight = done_wall = 0.0
     bar = tqdm(total=len(todo), unit="run", dynamic_ncols=True, desc="reproduce")
-    for i, r in enumerate(todo):
-        bar.set_description(f"{r.row.label} · seed {r.seed}")
-        if _finished(r):
-            bar.update()
-            continue
+    pending = [r for r in todo if not _finished(r)]
+    bar.update(len(todo) - len(pending))
+    active: dict = {}  # Popen -> (run, start, log file)
+
+    def start(r: Run) -> None:
         r.run_dir.mkdir(parents=True, exist_ok=True)
         config = r.run_dir / "reproduce.yaml"
         _write_text(config, yaml.safe_dump(r.config, sort_keys=False))
         cmd = [sys.executable, "-m", "mome.train", "--config", str(config), "--resume", "auto"]
-        start = time.perf_counter()
-        with open(r.run_dir / "train.log", "a", encoding="utf-8") as log:
-            log.write(f"== mome.reproduce {time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(cmd)}\n")
-            log.flush()
-            code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
-        wall = time.perf_counter() - start
-        if code == 0 and (r.run_dir / "eval" / "final.json").is_file():
-            _write_text(r.run_dir / "reproduce_run.json", json.dumps({"wall_s": wall}) + "\n")
-            avg = json.loads((r.run_dir / "eval" / "final.json").read_text())["summary"].get("avg")
-            bar.write(f"{r.row.label} seed {r.seed}: Avg {avg:.2f} in {wall:.0f} s", file=sys.stderr)
-            done_weight, done_wall = done_weight + r.weight, done_wall + wall
-        else:
-            failed.append(r)
-            bar.write(f"FAILED {r.row.label} seed {r.seed} (exit status {code}): see {r.run_dir / 'train.log'}",
-                      file=sys.stderr)
-        left = sum(x.weight for x in todo[i + 1:] if not _finished(x))
-        if done_weight:  # tqdm's ETA counts runs; this one weighs them by their optimizer steps
-            bar.set_postfix_str(f"eta by steps {left * done_wall / done_weight / 60:.1f} min")
-        bar.update()
+        log = open(r.run_dir / "train.log", "a", encoding="utf-8")
+        log.write(f"== mome.reproduce {time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(cmd)}\n")
+        log.flush()
+        active[subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)] = (r, time.perf_counter(), log)
+
+    while pending or active:
+        while pending and len(active) < jobs:
+            start(pending.pop(0))
+        bar.set_description(" | ".join(f"{r.row.label} · seed {r.seed}" for r, _, _ in active.values()))
+        done = [proc for proc in active if proc.poll() is not None]
+        if not done:
+            time.sleep(0.5)
+            continue
+        for proc in done:
+            r, t0, log = active.pop(proc)
+            log.close()
+            wall = time.perf_counter() - t0
+            if proc.returncode == 0 and (r.run_dir / "eval" / "final.json").is_file():
+                _write_text(r.run_dir / "reproduce_run.json", json.dumps({"wall_s": wall}) + "\n")
+                avg = json.loads((r.run_dir / "eval" / "final.json").read_text())["summary"].get("avg")
+                bar.write(f"{r.row.label} seed {r.seed}: Avg {avg:.2f} in {wall:.0f} s", file=sys.stderr)
+                done_weight, done_wall = done_weight + r.weight, done_wall + wall
+            else:
+                failed.append(r)
+                bar.write(f"FAILED {r.row.label} seed {r.seed} (exit status {proc.returncode}): see "
+                          f"{r.run_dir / 'train.log'}", file=sys.stderr)
+            left = sum(x.weight for x in pending) + sum(x.weight for x, _, _ in active.values())
+            if done_weight:  # tqdm's ETA counts runs; this one weighs them by their optimizer steps
+                bar.set_postfix_str(f"eta by steps {left * done_wall / done_weight / jobs / 60:.1f} min")
+            bar.update()
     bar.close()
     return failed
 
@@ -407,11 +421,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="runs/reproduce", help="output folder (default runs/reproduce)")
     p.add_argument("--rows", default="*", help="comma-separated fnmatch patterns on row stems (default: all)")
     p.add_argument("--ablations", default=str(ABLATIONS), help="the folder of row files (default configs/ablations)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs at a time (default 1); each run uses one thread, so e.g. --jobs 2 on 2 cores")
     p.add_argument("--dry-run", action="store_true", help="print the runs and their overrides, run nothing")
     p.add_argument("--debug", action="store_true", help="show the traceback of an error (also MOME_DEBUG=1)")
     p.add_argument("overrides", nargs="*", help="key=value overrides for every row, after the budget")
     args = parse(p, argv)
     seeds = _seeds(args.seeds)
+    if args.jobs < 1:
+        raise UsageError(f"--jobs {args.jobs}: must be >= 1")
     tables = list(TABLES) if args.table == "all" else [args.table]
     all_rows = load_rows(need_dir("--ablations", args.ablations))
     patterns = [s.strip() for s in args.rows.split(",") if s.strip()]
@@ -433,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{len({r.run_dir for r in runs if not _finished(r)})} to train")
         return 0
     start = time.perf_counter()
-    failed = execute(runs)
+    failed = execute(runs, args.jobs)
     budget = {**REPRODUCE_BUDGET, **dict(parse_overrides(args.overrides))}  # what every row ran with
     results = {t: summarize(runs, t, seeds, budget, out) for t in tables if any(r.table == t for r in rows)}
     for t, result in results.items():
