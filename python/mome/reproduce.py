@@ -228,6 +228,19 @@ def _finished(r: Run) -> dict | None:
     return {"final": final, "wall_s": wall}
 
 
+def _prepare_synth(runs: list[Run], bar) -> None:
+    """Generate the synthetic benchmark(s) the runs read, once, before any run starts: parallel runs must not each
+    find it missing and write it at the same time."""
+    from mome.data import synth
+
+    wanted = {(d["synth_dir"], d["synth_train"], d["synth_test"], d["synth_seed"])
+              for d in (r.config["data"] for r in runs) if "synth" in (d["train"], d["test"])}
+    for folder, n_train, n_test, seed in sorted(wanted):
+        if not synth.is_current(folder, n_train, n_test, seed):
+            bar.write(f"generating the synthetic benchmark in {folder} ...", file=sys.stderr)
+            synth.generate(folder, n_train=n_train, n_test=n_test, seed=seed)
+
+
 def execute(runs: list[Run], jobs: int = 1) -> list[Run]:
     """Run what is not finished, in order, `jobs` processes at a time; returns the failed runs. Every run has
     ``train.threads=1`` (`REPRODUCE_BUDGET`), so its numbers do not depend on `jobs`."""
@@ -238,6 +251,7 @@ def execute(runs: list[Run], jobs: int = 1) -> list[Run]:
     bar = tqdm(total=len(todo), unit="run", dynamic_ncols=True, desc="reproduce")
     pending = [r for r in todo if not _finished(r)]
     bar.update(len(todo) - len(pending))
+    _prepare_synth(pending, bar)
     active: dict = {}  # Popen -> (run, start, log file)
 
     def start(r: Run) -> None:

@@ -94,7 +94,9 @@ def synth_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def full(tmp_path_factory, synth_dir):
     out = tmp_path_factory.mktemp("reproduce")
-    args = ["all", "--rows", "t1_*,t2_clip_adapter,t2_mome", "--seeds", "0", "--out", out, *_tiny(synth_dir)]
+    # --jobs 2: the runs go two at a time (each one thread), as a full run on 2 cores would
+    args = ["all", "--rows", "t1_*,t2_clip_adapter,t2_mome", "--seeds", "0", "--jobs", "2", "--out", out,
+            *_tiny(synth_dir)]
     return out, args, _reproduce(*args)
 
 
@@ -169,6 +171,7 @@ def test_dry_run_lists_all_rows(tmp_path):
     (["table1", "--rows", "t2_*"], "--rows"),
     (["all", "--rows", "nothing*"], "--rows"),
     (["all", "--ablations", "/no/such/folder"], "--ablations"),
+    (["all", "--jobs", "0"], "--jobs"),
 ])
 def test_bad_input_exits_2_naming_it(tmp_path, capsys, argv, named):
     out = tmp_path / "out"
