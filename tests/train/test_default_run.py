@@ -15,6 +15,8 @@ GROUPS = {"general", "rec", "reg", "document", "avg"}
 def test_default_run_config_uses_the_specialists_and_fits_a_box_answer():
     run, model = resolve_config(None, [])
     assert run.preset == "tiny" and DEFAULT_RUN["preset"] == "tiny"
+    assert run.train.threads == 1  # the same numbers on any core count (docs/reproduce.md § The default run)
+    assert run.train.seed == 0 and run.data.synth_seed == 0
     for kind in ("eva_clip", "dinov2", "pix2struct"):
         assert model.encoders()[kind].path == f"mome:tiny-{kind}"
     # a box answer "[0.123, 0.456, 0.789, 0.012]" is 28 tiny-tokenizer pieces + EOS: it must fit in generation
