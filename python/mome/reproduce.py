@@ -209,6 +209,7 @@ def _write_atomic(path: Path, write) -> None:
         write(Path(tmp))
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 is for the temp file, not for the result
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -402,7 +403,17 @@ def plot_table(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
+_COMMIT: list = []
+
+
 def _commit() -> str | None:
+    """The git HEAD when the program started (the code the runs used, not the HEAD when the tables are written)."""
+    if not _COMMIT:
+        _COMMIT.append(_git_head())
+    return _COMMIT[0]
+
+
+def _git_head() -> str | None:
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
                               text=True, check=True).stdout.strip() or None
@@ -441,6 +452,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--debug", action="store_true", help="show the traceback of an error (also MOME_DEBUG=1)")
     p.add_argument("overrides", nargs="*", help="key=value overrides for every row, after the budget")
     args = parse(p, argv)
+    _commit()
     seeds = _seeds(args.seeds)
     if args.jobs < 1:
         raise UsageError(f"--jobs {args.jobs}: must be >= 1")
