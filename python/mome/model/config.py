@@ -44,6 +44,7 @@ ENCODER_KINDS = ("eva_clip", "clip", "dinov2", "pix2struct")
 
 
 from mome.configtree import ConfigError, build  # noqa: E402  (one strict builder for every config in mome)
+from mome.model.specialists import builtin_name  # noqa: E402  (the shipped encoders' `mome:` paths)
 
 
 @dataclass
@@ -260,7 +261,8 @@ class MoMEConfig:
                 _positive(f"vision.{kind}.{key}", getattr(enc, key))
             if len(enc.mean) != 3 or len(enc.std) != 3:
                 raise ConfigError(f"vision.{kind}.mean and .std must have 3 values (RGB)")
-            if kind in v.use and enc.path is None:
+            sized = enc.path is None or builtin_name(enc.path) is not None  # a shipped file has these sizes
+            if kind in v.use and sized:
                 if enc.hidden_size % enc.num_heads:
                     raise ConfigError(f"vision.{kind}.hidden_size must be divisible by vision.{kind}.num_heads")
                 if kind != "pix2struct" and enc.image_size % enc.patch_size:
@@ -273,7 +275,7 @@ class MoMEConfig:
                         f"vision.{kind} is not in vision.adt_encoders, so its (image_size / patch_size)² = "
                         f"({enc.image_size} / {enc.patch_size})² patch tokens must equal vision.num_tokens "
                         f"({v.num_tokens})")
-            if (kind in v.use and kind in v.adt_encoders and v.aggregator == "adt" and enc.path is None
+            if (kind in v.use and kind in v.adt_encoders and v.aggregator == "adt" and sized
                     and enc.hidden_size % v.adt_heads):
                 raise ConfigError(f"vision.{kind}.hidden_size ({enc.hidden_size}) must be divisible by "
                                   f"vision.adt_heads ({v.adt_heads}): ADT runs at the encoder's width")
