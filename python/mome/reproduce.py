@@ -237,9 +237,7 @@ def _prepare_synth(runs: list[Run], bar) -> None:
     wanted = {(d["synth_dir"], d["synth_train"], d["synth_test"], d["synth_seed"])
               for d in (r.config["data"] for r in runs) if "synth" in (d["train"], d["test"])}
     for folder, n_train, n_test, seed in sorted(wanted):
-        if not synth.is_current(folder, n_train, n_test, seed):
-            bar.write(f"generating the synthetic benchmark in {folder} ...", file=sys.stderr)
-            synth.generate(folder, n_train=n_train, n_test=n_test, seed=seed)
+        synth.ensure(folder, n_train, n_test, seed, lambda msg: bar.write(msg, file=sys.stderr))
 
 
 def execute(runs: list[Run], jobs: int = 1) -> list[Run]:

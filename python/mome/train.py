@@ -246,10 +246,8 @@ def prepare_data(run: RunConfig, env: distributed.Dist, log) -> tuple[list[dict]
         synth_dir = Path(d.synth_dir)
         from mome.data import synth
 
-        if env.is_main and not synth.is_current(synth_dir, d.synth_train, d.synth_test, d.synth_seed):
-            why = "first use" if not (synth_dir / "train.jsonl").exists() else "it holds another size, seed or version"
-            log(f"generating the synthetic benchmark in {synth_dir} ({why}) ...")
-            synth.generate(synth_dir, n_train=d.synth_train, n_test=d.synth_test, seed=d.synth_seed)
+        if env.is_main:
+            synth.ensure(synth_dir, d.synth_train, d.synth_test, d.synth_seed, log)
         env.barrier()
 
     def resolve(spec: str, split: str) -> tuple[Path, Path]:

@@ -23,7 +23,7 @@ def test_shipped_files_are_the_ones_the_manifest_records():
     for kind, entry in man["encoders"].items():
         path = specialists.WEIGHTS_DIR / specialists.file_name(kind)
         assert path.stat().st_size < 4_000_000
-        assert specialists.sha256(path) == entry["sha256"], f"{path} is not the file the pretraining wrote"
+        assert specialists.sha256(path) == entry["sha256"], f"{path} holds other tensors than the pretraining wrote"
         assert entry["steps"] >= 100 and entry["heldout"]
 
 

@@ -33,7 +33,7 @@ from PIL import Image, ImageDraw, ImageFont
 from mome.data.records import format_box, make_record, write_records
 from mome.data.templates import render
 
-__all__ = ["generate", "is_current", "stamp", "STAMP", "DATASETS", "COLORS", "SHAPES", "SCENE_SIZE", "Shape", "Item", "scene", "draw_doc_text",
+__all__ = ["generate", "ensure", "is_current", "stamp", "STAMP", "DATASETS", "COLORS", "SHAPES", "SCENE_SIZE", "Shape", "Item", "scene", "draw_doc_text",
            "draw_table", "draw_chart"]
 
 SCENE_SIZE = 64
@@ -371,6 +371,19 @@ def is_current(out_dir: str | os.PathLike, n_train: int, n_test: int, seed: int)
         return json.loads((Path(out_dir) / STAMP).read_text()) == stamp(n_train, n_test, seed)
     except (OSError, ValueError):
         return False
+
+
+def ensure(out_dir: str | os.PathLike, n_train: int, n_test: int, seed: int, log=None) -> bool:
+    """Generate the benchmark into ``out_dir`` unless it already holds this one (`is_current`); True if it did.
+    ``log(message)`` is told why before generating."""
+    if is_current(out_dir, n_train, n_test, seed):
+        return False
+    if log is not None:
+        why = ("first use" if not (Path(out_dir) / "train.jsonl").exists()
+               else "it holds another size, seed or version")
+        log(f"generating the synthetic benchmark in {out_dir} ({why}) ...")
+    generate(out_dir, n_train=n_train, n_test=n_test, seed=seed)
+    return True
 
 
 def generate(out_dir: str | os.PathLike, n_train: int = 2000, n_test: int = 400, seed: int = 0,

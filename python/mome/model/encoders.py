@@ -112,6 +112,13 @@ class Pix2StructPreprocessor(Preprocessor):
         patches = torch.stack([self._one(im) for im in images])
         return {"flattened_patches": patches, "attention_mask": (patches.sum(-1) != 0).float()}
 
+    def grid(self, height: int, width: int) -> tuple[int, int]:
+        """The (rows, cols) patch grid an image of ``height`` × ``width`` pixels is resized to."""
+        p, n_max = self.cfg.patch_size, self.cfg.max_patches
+        scale = math.sqrt(n_max * (p / height) * (p / width))
+        return (max(min(math.floor(scale * height / p), n_max), 1),
+                max(min(math.floor(scale * width / p), n_max), 1))
+
     def _one(self, image) -> torch.Tensor:
         p, n_max = self.cfg.patch_size, self.cfg.max_patches
         hwc = np.asarray(image.convert("RGB"), dtype=np.float32)  # (H, W, 3), 0..255
@@ -120,9 +127,7 @@ class Pix2StructPreprocessor(Preprocessor):
         std = max(np.sqrt(_np_sum_f32(np.square(hwc - mean)) / n), 1.0 / math.sqrt(hwc.size))
         x = torch.from_numpy((hwc - mean) / np.float32(std)).permute(2, 0, 1)  # (3, H, W)
         H, W = x.shape[-2:]
-        scale = math.sqrt(n_max * (p / H) * (p / W))
-        rows = max(min(math.floor(scale * H / p), n_max), 1)
-        cols = max(min(math.floor(scale * W / p), n_max), 1)
+        rows, cols = self.grid(H, W)
         x = F.interpolate(x[None], size=(rows * p, cols * p), mode="bilinear", align_corners=False, antialias=True)[0]
         x = x.view(3, rows, p, cols, p).permute(1, 3, 2, 4, 0).reshape(rows * cols, p * p * 3)  # (rows·cols, p·p·3)
         r = torch.arange(1, rows + 1, dtype=x.dtype).repeat_interleave(cols)

@@ -8,10 +8,10 @@ uses encoders pretrained on the synthetic images, each on its own objective (`mo
     dinov2      localisation: per 8 × 8 px patch, which object covers it and that object's box (and its digits)
     pix2struct  reading: per patch of a document at its true aspect ratio, which word / number / bar value is there
 
-The weights (``weights/tiny-<kind>.safetensors``, ~0.4 MB each) and ``weights/tiny-specialists.json`` (the command,
-seed and steps that made them, their SHA-256, held-out scores, the machine) are package data. A config names them
-as ``path: mome:tiny-<kind>``; `resolve_path` turns that into the file. Regenerate with
-``python -m mome.data pretrain-encoders`` (docs/reproduce.md § Specialist encoders).
+The weights (``weights/tiny-<kind>.safetensors``, 0.3-2.5 MB each) and ``weights/tiny-specialists.json`` (the
+command, seed and steps that made them, the SHA-256 of their tensors, held-out scores, the machine) are package data.
+A config names them as ``path: mome:tiny-<kind>``; `resolve_path` turns that into the file. Regenerate with
+``python -m mome.data pretrain-encoders`` (docs/reproduce.md § The specialist encoders).
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+
+import torch
 
 __all__ = ["WEIGHTS_DIR", "MANIFEST", "PREFIX", "KINDS", "resolve_path", "builtin_name", "manifest", "sha256",
            "file_name"]
@@ -57,10 +59,18 @@ def resolve_path(path: str | Path) -> Path:
 
 
 def sha256(path: str | Path) -> str:
+    """SHA-256 of a safetensors file's content: its metadata and every tensor's name, dtype, shape and bytes, in
+    sorted order. Not of the file's bytes: safetensors writes the metadata map in an order that changes from one
+    process to the next, so two writes of the same tensors can differ byte for byte."""
+    from safetensors import safe_open
+
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
+    with safe_open(str(path), framework="pt") as f:
+        h.update(json.dumps(f.metadata() or {}, sort_keys=True).encode())
+        for name in sorted(f.keys()):
+            t = f.get_tensor(name).contiguous()
+            h.update(f"{name}|{t.dtype}|{list(t.shape)}|".encode())
+            h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
 
 

@@ -157,17 +157,18 @@ class Reading(Objective):
     """Pix2Struct: per patch of a document, the text item or bar covering it most; background elsewhere."""
 
     def __init__(self, max_patches: int = 64, patch: int = 8):
+        from mome.model.config import EncoderConfig
+        from mome.model.encoders import Pix2StructPreprocessor
+
         super().__init__("pix2struct", {"item": len(LABELS)})
-        self.max_patches, self.patch = max_patches, patch
+        self.preprocessor = Pix2StructPreprocessor(EncoderConfig(kind="pix2struct", patch_size=patch,
+                                                                 max_patches=max_patches))
 
     def sample(self, rng):
         draw = rng.choice([synth.draw_doc_text, synth.draw_table, synth.draw_chart])
         img, *_, items = draw(rng)
         W, H = img.size
-        p, n = self.patch, self.max_patches
-        scale = (n * (p / H) * (p / W)) ** 0.5  # the preprocessor's grid (mome.model.encoders.Pix2StructPreprocessor)
-        rows = max(min(int(scale * H / p), n), 1)
-        cols = max(min(int(scale * W / p), n), 1)
+        rows, cols = self.preprocessor.grid(H, W)  # the grid the encoder will see this image on
         sh, sw = H / rows, W / cols
         label = torch.zeros(rows, cols, dtype=torch.long)
         for r in range(rows):
