@@ -74,6 +74,8 @@ class DataConfig:
     batching: str = "one_group"
     num_workers: int = 0
     eval_limit: int | None = None  # evaluate on at most this many test records per dataset (None: all)
+    # Train and evaluate on these datasets only (record field `dataset`, e.g. [synth-rec]); None: all of them.
+    datasets: list[str] | None = None
 
 
 @dataclass
@@ -220,6 +222,10 @@ def _validate(run: RunConfig) -> None:
         raise ConfigError(f"data.on_missing must be error or skip, got {run.data.on_missing!r}")
     if run.data.batching not in ("one_group", "mixed"):
         raise ConfigError(f"data.batching must be one_group or mixed, got {run.data.batching!r}")
+    if run.data.datasets is not None and (not isinstance(run.data.datasets, list) or not run.data.datasets
+                                          or not all(isinstance(n, str) and n for n in run.data.datasets)):
+        raise ConfigError(f"data.datasets must be a non-empty list of dataset names (or null), "
+                          f"got {run.data.datasets!r}")
     if t.keep_last < 1:
         raise ConfigError(f"train.keep_last must be >= 1, got {t.keep_last}")
     if t.timeout_s <= 0:
@@ -259,7 +265,21 @@ def prepare_data(run: RunConfig, env: distributed.Dist, log) -> tuple[list[dict]
 
     train_path, train_root = resolve(d.train, "train")
     test_path, test_root = resolve(d.test, "test")
-    return load_records(train_path), train_root, load_records(test_path), test_root
+    train, test = load_records(train_path), load_records(test_path)
+    if d.datasets is not None:
+        train, test = select_datasets(train, d.datasets, "train"), select_datasets(test, d.datasets, "test")
+    return train, train_root, test, test_root
+
+
+def select_datasets(records: list[dict], names: list[str], split: str) -> list[dict]:
+    """The records of the datasets `names` (`data.datasets`); a name with no record in `split` is an error."""
+    present = sorted({r.get("dataset", "") for r in records})
+    missing = [n for n in names if n not in present]
+    if missing:
+        raise ConfigError(f"data.datasets: no {split} record of {missing}; the {split} records' datasets are "
+                          f"{present}")
+    keep = set(names)
+    return [r for r in records if r.get("dataset") in keep]
 
 
 class Batches:
