@@ -222,8 +222,7 @@ def _validate(run: RunConfig) -> None:
         raise ConfigError(f"data.on_missing must be error or skip, got {run.data.on_missing!r}")
     if run.data.batching not in ("one_group", "mixed"):
         raise ConfigError(f"data.batching must be one_group or mixed, got {run.data.batching!r}")
-    if run.data.datasets is not None and (not isinstance(run.data.datasets, list) or not run.data.datasets
-                                          or not all(isinstance(n, str) and n for n in run.data.datasets)):
+    if run.data.datasets is not None and (not run.data.datasets or "" in run.data.datasets):  # types: configtree
         raise ConfigError(f"data.datasets must be a non-empty list of dataset names (or null), "
                           f"got {run.data.datasets!r}")
     if t.keep_last < 1:
@@ -273,13 +272,12 @@ def prepare_data(run: RunConfig, env: distributed.Dist, log) -> tuple[list[dict]
 
 def select_datasets(records: list[dict], names: list[str], split: str) -> list[dict]:
     """The records of the datasets `names` (`data.datasets`); a name with no record in `split` is an error."""
-    present = sorted({r.get("dataset", "") for r in records})
+    present = {r["dataset"] for r in records}  # load_records checked every record has one
     missing = [n for n in names if n not in present]
     if missing:
         raise ConfigError(f"data.datasets: no {split} record of {missing}; the {split} records' datasets are "
-                          f"{present}")
-    keep = set(names)
-    return [r for r in records if r.get("dataset") in keep]
+                          f"{sorted(present)}")
+    return [r for r in records if r["dataset"] in names]
 
 
 class Batches:
