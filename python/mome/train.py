@@ -45,7 +45,7 @@ from mome.cli import UsageError, need_dir, need_file, parse, positive
 from mome.cli import run as run_program
 from mome.configtree import ConfigError, apply_overrides, build, parse_overrides
 from mome.schedule import WarmupCosine
-from mome.training import checkpointing, loop
+from mome.training import checkpointing, finetune, loop
 from mome.training.checkpointing import load_model
 from mome.training.loop import Metrics, make_optimizer, no_weight_decay
 
@@ -99,8 +99,16 @@ class TrainConfig:
     stages: list[int] = field(default_factory=lambda: [1, 2])
     stage1: StageConfig = field(default_factory=StageConfig)
     stage2: StageConfig = field(default_factory=StageConfig)
-    # Start stage 2 from this stage-1 model (a `final/` folder or a checkpoint folder) instead of this run's stage 1.
+    # Start stage 2 from this model (a `final/` folder, a converted release or a checkpoint folder) instead of this
+    # run's stage 1: a stage-1 model has its adapter replicated into K experts; a stage-2 model is fine-tuned as it is
+    # (mome.training.finetune). Its MoLE must fit model.mole (router, K, rank): checked before any data is read.
     init_from: str | None = None
+    # A stage-2 init_from with another K than model.mole.num_experts: keep its first K experts, or add copies of
+    # experts j mod K_s (router rows perturbed): `mome.model.mole.resize_experts`. false: such a source is an error.
+    resize_experts: bool = False
+    # The parts that train (mome.training.finetune.PARTS: adt, projectors, vision_router, adapters, mole_router, llm);
+    # the others stay frozen (and saved). null: everything the model's config trains.
+    trainable: list[str] | None = None
     global_batch_size: int = 64  # samples per optimizer step, over all processes (unless the stage sets its own)
     micro_batch_size: int = 8  # samples per forward per process; accumulation = global / (micro · world)
     precision: str = "fp32"  # fp32 | bf16 (autocast)
@@ -227,6 +235,11 @@ def _validate(run: RunConfig) -> None:
                           f"got {run.data.datasets!r}")
     if t.keep_last < 1:
         raise ConfigError(f"train.keep_last must be >= 1, got {t.keep_last}")
+    if t.trainable is not None:
+        unknown = sorted(set(t.trainable) - set(finetune.PARTS))
+        if not t.trainable or unknown:
+            raise ConfigError(f"train.trainable must be a non-empty list of parts {sorted(finetune.PARTS)} (or null), "
+                              f"got {t.trainable!r}")
     if t.timeout_s <= 0:
         raise ConfigError(f"train.timeout_s must be > 0, got {t.timeout_s}")
 
@@ -318,15 +331,28 @@ def build_stage_model(stage: int, model_cfg, run: RunConfig, run_dir: Path, log)
     target = model_cfg.mole.router
     if stage == 1:
         cfg = model_cfg.override({"mole.router": "single"}) if target not in ("none", "single") else model_cfg
-        return MoME(cfg)
-    source = Path(run.train.init_from) if run.train.init_from else run_dir / "stage1" / "final"
-    model = load_model(source)
-    if model.config.mole.router != "single":
-        raise ConfigError(f"stage 2 starts from a stage-1 model (mole.router = single); {source} has "
-                          f"mole.router = {model.config.mole.router!r}")
-    log(f"stage 2: replicating the stage-1 adapter of {source} into {model_cfg.mole.num_experts} experts "
-        f"(router: {target})")
-    model.replicate_adapter(model_cfg.mole.num_experts, router=target)
+        model = MoME(cfg)
+    else:
+        source = Path(run.train.init_from) if run.train.init_from else run_dir / "stage1" / "final"
+        model = load_model(source)
+        finetune.check_source(source, model.config, model_cfg, run.train.resize_experts)
+        K = model_cfg.mole.num_experts
+        if finetune.is_stage2(model.config):
+            log(f"stage 2: fine-tuning the stage-2 model {source} as it is ({model.config.mole.num_experts} experts, "
+                f"router {model.config.mole.router}; nothing replicated or re-initialised)")
+            differ = finetune.config_differences(model.config, model_cfg)
+            if differ:
+                log(f"stage 2: the source's model config is used; the run's model config differs in "
+                    f"{', '.join(differ[:8])}{' …' if len(differ) > 8 else ''} (train.trainable freezes parts)")
+            if model.config.mole.num_experts != K:
+                log(f"stage 2: train.resize_experts: {model.config.mole.num_experts} → {K} experts "
+                    f"({'the first kept' if K < model.config.mole.num_experts else 'copies added'})")
+                model.resize_experts(K)
+        else:
+            log(f"stage 2: replicating the stage-1 adapter of {source} into {K} experts (router: {target})")
+            model.replicate_adapter(K, router=target)
+        model.set_mole_options(model_cfg.mole)  # the run's training switches (GS, LB, gate), the source's tensors
+    finetune.select_trainable(model, run.train.trainable, lambda msg: log(f"stage {stage}: {msg}"))
     return model
 
 
@@ -381,15 +407,21 @@ def _log_parameter_memory(core, env: distributed.Dist, log) -> None:
 # Evaluation
 
 
+# eval/<tag>.json → the row label of the comparison table. "before": the model a run starting at stage 2 begins
+# with (train.init_from or this run's stage 1), i.e. already trained.
+LABELS = {"baseline": "constant answer", "untrained": "untrained", "before": "before fine-tuning", "final": "trained"}
+
+
 def evaluate_model(model, records, image_root, run: RunConfig, env, run_dir: Path, tag: str, log) -> dict:
     from mome.eval.harness import evaluate, limit_per_dataset, write_results
 
     subset = limit_per_dataset(records, run.data.eval_limit)
-    log(f"evaluating the {tag} model on {len(subset)} test records ...")
+    what = "the model before fine-tuning" if tag == "before" else f"the {tag} model"
+    log(f"evaluating {what} on {len(subset)} test records ...")
     result = evaluate(model.to(env.device), subset, image_root, batch_size=run.train.eval_batch_size,
                       max_new_tokens=run.train.max_new_tokens, progress=True)
     write_results(result, run_dir / "eval", tag)
-    print(f"\n== {tag} model ==\n{result['markdown']}\n{result['routing_text']}", flush=True)
+    print(f"\n== {what} ==\n{result['markdown']}\n{result['routing_text']}", flush=True)
     return result
 
 
@@ -403,11 +435,13 @@ def evaluate_baseline(train_records, test_records, run: RunConfig, run_dir: Path
     return result
 
 
-def _print_comparison(run_dir: Path, log) -> None:
+def _print_comparison(run_dir: Path, before: str, log) -> None:
+    """The comparison table: baseline, the model before this run trained it (`before`: "untrained" or "before"),
+    and the trained model."""
     rows = {}
-    for tag, label in (("baseline", "constant answer"), ("untrained", "untrained"), ("final", "trained")):
+    for tag in ("baseline", before, "final"):
         try:
-            rows[label] = json.loads((run_dir / "eval" / f"{tag}.json").read_text())["summary"]
+            rows[LABELS[tag]] = json.loads((run_dir / "eval" / f"{tag}.json").read_text())["summary"]
         except (FileNotFoundError, KeyError):
             continue
     if "trained" not in rows or len(rows) < 2:
@@ -415,7 +449,7 @@ def _print_comparison(run_dir: Path, log) -> None:
     keys = [k for k in rows["trained"] if all(k in r for r in rows.values())]
     lines = ["| | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
     lines += [f"| {label} | " + " | ".join(f"{r[k]:.2f}" for k in keys) + " |" for label, r in rows.items()]
-    print("\n== constant-answer baseline vs untrained vs trained ==\n" + "\n".join(lines), flush=True)
+    print(f"\n== constant-answer baseline vs {LABELS[before]} vs trained ==\n" + "\n".join(lines), flush=True)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -439,7 +473,7 @@ def parse_args(argv=None):
     return parse(p, argv)
 
 
-def check_inputs(args, run: RunConfig) -> None:
+def check_inputs(args, run: RunConfig, model_cfg) -> None:
     """Everything a run reads, checked before any data is generated or model built (`UsageError` names it)."""
     if args.config is not None:
         need_file("--config", args.config)
@@ -455,6 +489,9 @@ def check_inputs(args, run: RunConfig) -> None:
         raise UsageError(f"data.image_root {d.image_root}: no such folder")
     if run.train.init_from:
         need_dir("train.init_from", run.train.init_from)
+        if 2 in run.train.stages and finetune.is_stage2(model_cfg):
+            src = finetune.source_config(run.train.init_from)
+            finetune.check_source(run.train.init_from, src, model_cfg, run.train.resize_experts)
 
 
 def main(argv=None) -> int:
@@ -462,7 +499,7 @@ def main(argv=None) -> int:
     if args.config is not None:
         need_file("--config", args.config)
     run, model_cfg = resolve_config(args.config, args.overrides)
-    check_inputs(args, run)
+    check_inputs(args, run, model_cfg)
     text = run_config_yaml(run, model_cfg)
     if args.print_config:
         print(text)
@@ -502,6 +539,7 @@ def main(argv=None) -> int:
         if model_cfg.mole.router in ("none", "single") and 2 in stages:
             log(f"mole.router = {model_cfg.mole.router}: no experts to replicate, stage 2 is skipped")
             stages.remove(2)
+        before = "before" if stages[0] == 2 else "untrained"  # a run starting at stage 2 starts from a trained model
         for stage in stages:
             stage_dir = run_dir / f"stage{stage}"
             if (stage_dir / "final" / "model.safetensors").is_file() and args.resume != "none":
@@ -509,10 +547,9 @@ def main(argv=None) -> int:
                 continue
             model = build_stage_model(stage, model_cfg, run, run_dir, log)
             if (stage == stages[0] and run.train.evaluate and run.train.evaluate_untrained and env.is_main
-                    and "untrained" not in results):
-                if not (run_dir / "eval" / "untrained.json").exists():
-                    results["untrained"] = evaluate_model(model, test_records, test_root, run, env, run_dir,
-                                                          "untrained", log)
+                    and before not in results):
+                if not (run_dir / "eval" / f"{before}.json").exists():
+                    results[before] = evaluate_model(model, test_records, test_root, run, env, run_dir, before, log)
             trained = train_stage(stage, model, run, env, stage_dir, (train_records, train_root), metrics, log,
                                   args.resume, args.stop_after, preemption)
             path = checkpointing.save_final(trained, stage_dir, env)
@@ -523,7 +560,7 @@ def main(argv=None) -> int:
             final = load_model(run_dir / f"stage{final_stage}" / "final").to(env.device)
             results["final"] = evaluate_model(final, test_records, test_root, run, env, run_dir, "final", log)
             evaluate_baseline(train_records, test_records, run, run_dir)
-            _print_comparison(run_dir, log)
+            _print_comparison(run_dir, before, log)
         log(f"finished in {time.perf_counter() - start:.0f} s; everything is in {run_dir}")
         return 0
     except loop.NonFiniteLoss as err:

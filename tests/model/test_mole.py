@@ -7,7 +7,7 @@ import torch
 import transformers
 
 from mome.model.mole import (Adapter, FFNWithMoLE, MoLE, attach_mole, mole_aux_loss, mole_modules,
-                             replicate_adapter, routing_context)
+                             replicate_adapter, resize_experts, routing_context)
 
 from .conftest import randomize_adapters
 
@@ -69,6 +69,46 @@ def test_stage2_replication_equals_stage1(router):
         stage2 = model(ids).logits
     torch.testing.assert_close(stage2, stage1, rtol=0, atol=1e-6)
     assert not torch.equal(stage1, llama()(ids).logits)  # the adapters do something
+
+
+@pytest.mark.parametrize("router", ["instance", "token", "instance_token"])
+def test_more_experts_by_copies_leave_the_outputs_and_split_the_routing(router):
+    ids, inst = batch()
+    model = attach_mole(llama(), 3, rank=8, router=router)
+    randomize_adapters(model)
+    with torch.no_grad():  # distinct experts, so a wrong copy would change the outputs
+        for m in mole_modules(model):
+            m.w_down.add_(0.1 * torch.randn(m.w_down.shape))
+    with routing_context(model, inst):
+        before = model(ids).logits
+    old = [{k: v.clone() for k, v in m.state_dict().items()} for m in mole_modules(model)]
+    resize_experts(model, 7, generator=torch.Generator().manual_seed(0))
+    with routing_context(model, inst):
+        after = model(ids).logits
+    if router == "instance":  # 3 samples whose logit gaps are far above the 1e-3 noise: nothing reordered
+        torch.testing.assert_close(after, before, rtol=0, atol=1e-6)
+    for o, m in zip(old, mole_modules(model)):
+        assert m.num_experts == 7 and m.router[2].out_features == 7
+        for j in range(7):
+            assert torch.equal(m.w_down[j], o["w_down"][j % 3]) and torch.equal(m.scale[j], o["scale"][j % 3])
+        assert torch.equal(m.router[2].weight[:3], o["router.2.weight"])  # the source's rows untouched
+        assert not torch.equal(m.router[2].weight[3:6], o["router.2.weight"])  # the copies' rows perturbed
+        assert torch.equal(m.router[0].weight, o["router.0.weight"])
+    chosen = torch.cat([m.last_expert.flatten() for m in mole_modules(model)])
+    assert (chosen >= 3).any()  # the noise breaks the ties: some samples or tokens go to a copy
+
+
+def test_fewer_experts_keep_the_first_ones():
+    model = attach_mole(llama(), 4, rank=8, router="instance")
+    randomize_adapters(model)
+    old = [copy.deepcopy(m) for m in mole_modules(model)]
+    resize_experts(model, 2)
+    for o, m in zip(old, mole_modules(model)):
+        assert m.num_experts == 2
+        assert torch.equal(m.w_up, o.w_up[:2]) and torch.equal(m.router[2].bias, o.router[2].bias[:2])
+    single = attach_mole(llama(), 1, rank=8, router="single")
+    with pytest.raises(ValueError, match="routed experts"):
+        resize_experts(single, 2)
 
 
 @pytest.mark.parametrize("gate, router_grad", [("straight_through", "dense"), ("straight_through", "top1"),

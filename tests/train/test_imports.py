@@ -7,7 +7,7 @@ from pathlib import Path
 import mome
 
 PACKAGE = Path(mome.__file__).parent
-OURS = {"mome.train", "mome.training.loop", "mome.training.checkpointing", "mome.distributed", "mome.checkpoint",
+OURS = {"mome.train", "mome.training.loop", "mome.training.checkpointing", "mome.training.finetune", "mome.distributed", "mome.checkpoint",
         "mome.eval.harness", "mome.export.onnx", "mome.export.runtime"}
 
 

@@ -35,13 +35,17 @@ __all__ = [
     "FFNWithMoLE",
     "attach_mole",
     "replicate_adapter",
+    "resize_experts",
     "routing_context",
     "mole_modules",
     "mole_aux_loss",
     "ROUTERS",
+    "TRAINING_SWITCHES",
 ]
 
 ROUTERS = ("single", "instance", "token", "instance_token")
+# MoLEConfig fields that change how the experts train, not their tensors (a fine-tuning run sets them on a loaded model).
+TRAINING_SWITCHES = ("gate", "router_grad", "gumbel", "gumbel_tau", "load_balance")
 
 
 class Adapter(nn.Module):
@@ -241,6 +245,50 @@ def replicate_adapter(model: nn.Module, num_experts: int, router: str = "instanc
         with torch.no_grad():
             for name in ("w_down", "b_down", "w_up", "b_up", "scale"):
                 getattr(new, name).copy_(getattr(old, name).expand_as(getattr(new, name)))
+        block.mole = new
+    return model
+
+
+def resize_experts(model: nn.Module, num_experts: int, generator: torch.Generator | None = None,
+                   noise: float = 1e-3) -> nn.Module:
+    """Change every MoLE's number of experts K_s → K in place (fine-tuning a stage-2 model with another K):
+
+    - K < K_s: experts 0 … K−1 and the router's output rows 0 … K−1 are kept; a sample whose top expert was dropped
+      goes to its best remaining one, so the outputs change for those samples.
+    - K > K_s: new expert j is a copy of expert j mod K_s, and its router output row (weight and bias) a copy of row
+      j mod K_s plus N(0, noise²) noise from ``generator``, which breaks the tie between an expert and its copies.
+      As copies are equal, the outputs are unchanged at this moment whichever of them the router picks, as long as
+      the small noise does not reorder distinct experts (a logit gap below ~noise·|input|).
+
+    Routers other than the stacked experts' (MoLE-I/T/IT) are resized the same way; a single adapter cannot be."""
+    if num_experts < 1:
+        raise ValueError(f"num_experts must be >= 1, got {num_experts}")
+    for layer in _decoder_layers(model):
+        block = layer.mlp
+        if not isinstance(block, FFNWithMoLE) or block.mole.router is None:
+            raise ValueError("resize_experts expects a model with routed experts (mole.router = instance, token or "
+                             "instance_token)")
+        old = block.mole
+        if old.num_experts == num_experts:
+            continue
+        new = MoLE(old.dim, num_experts, old.rank, old.router_kind, instruction_dim=old.instruction_dim,
+                   router_hidden=old.router_hidden, gate=old.gate_kind, gumbel=old.gumbel, gumbel_tau=old.gumbel_tau,
+                   load_balance=old.load_balance, router_grad=old.router_grad).to(old.w_down.device)
+        src = torch.arange(num_experts) % old.num_experts  # new expert j ← old expert src[j]
+        with torch.no_grad():
+            for name in ("w_down", "b_down", "w_up", "b_up", "scale"):
+                getattr(new, name).copy_(getattr(old, name)[src.to(old.w_down.device)])
+            new.router[0].load_state_dict(old.router[0].state_dict())
+            out_old, out_new = old.router[2], new.router[2]
+            rows = src.to(out_old.weight.device)
+            out_new.weight.copy_(out_old.weight[rows])
+            out_new.bias.copy_(out_old.bias[rows])
+            copies = torch.arange(num_experts) >= old.num_experts
+            if copies.any():
+                n = int(copies.sum())
+                out_new.weight[copies] += noise * torch.randn(n, out_new.weight.shape[1], generator=generator).to(
+                    out_new.weight)
+                out_new.bias[copies] += noise * torch.randn(n, generator=generator).to(out_new.bias)
         block.mole = new
     return model
 

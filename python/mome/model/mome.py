@@ -29,9 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mome.model.config import MoMEConfig
+from mome.model.config import MoLEConfig, MoMEConfig
 from mome.model.encoders import _dtype, build_encoder, build_preprocessor
-from mome.model.mole import attach_mole, mole_aux_loss, mole_modules, replicate_adapter, routing_context
+from mome.model.mole import (TRAINING_SWITCHES, attach_mole, mole_aux_loss, mole_modules, replicate_adapter,
+                             resize_experts, routing_context)
 from mome.model.move import MoVE
 from mome.model.tokenizer import SYSTEM, Tokenizer
 
@@ -113,6 +114,7 @@ class MoME(nn.Module):
             torch.manual_seed(config.seed * 1000 + 300)
             self.move = MoVE(config.vision, encoders, self.llm.config.hidden_size, config.sentence.dim)
         self._sentence = None
+        self._frozen: set[str] = set()  # trainable by the config, frozen by `freeze` (still saved)
 
     # ---- pieces ---------------------------------------------------------------------------------------------------
 
@@ -253,11 +255,43 @@ class MoME(nn.Module):
         self.config = new
         return self
 
+    def resize_experts(self, num_experts: int) -> "MoME":
+        """A stage-2 model with K_s experts → K experts in place, by `mome.model.mole.resize_experts`'s rule (keep the
+        first K, or add copies of experts j mod K_s with their router rows slightly perturbed)."""
+        if self.config.mole.router in ("none", "single"):
+            raise ValueError(f"resize_experts needs a stage-2 model (routed experts), got mole.router = "
+                             f"{self.config.mole.router!r}")
+        g = torch.Generator().manual_seed(self.config.seed * 1000 + 500)
+        resize_experts(self.llm, num_experts, generator=g)
+        self.config = self.config.override({"mole.num_experts": num_experts})
+        return self
+
+    def set_mole_options(self, mole: MoLEConfig) -> "MoME":
+        """Take ``mole``'s training switches (gate, router_grad, gumbel, gumbel_tau, load_balance), which change how
+        the experts are trained, not their tensors; the structure (router, K, rank, router_hidden) stays."""
+        self.config = self.config.override({f"mole.{f}": getattr(mole, f) for f in TRAINING_SWITCHES})
+        for m in mole_modules(self.llm):
+            m.gate_kind, m.router_grad = mole.gate, mole.router_grad
+            m.gumbel, m.gumbel_tau, m.load_balance = mole.gumbel, mole.gumbel_tau, mole.load_balance
+        return self
+
+    def freeze(self, names: set[str]) -> "MoME":
+        """Stop training the parameters ``names`` (``train.trainable``) while keeping them in `saved_state`, so the
+        saved model and its checkpoints keep the layout of the model its config describes."""
+        params = dict(self.named_parameters())
+        unknown = sorted(set(names) - set(params))
+        if unknown:
+            raise KeyError(f"no such parameters: {unknown[:5]}")
+        for n in names:
+            params[n].requires_grad_(False)
+        self._frozen = self._frozen | set(names)
+        return self
+
     # ---- checkpoints --------------------------------------------------------------------------------------------------
 
     def saved_state(self) -> dict[str, torch.Tensor]:
         """What a checkpoint holds: trainable parameters plus every randomly initialised (path-less) base part."""
-        keep = {n for n, p in self.named_parameters() if p.requires_grad}
+        keep = {n for n, p in self.named_parameters() if p.requires_grad} | self._frozen
         prefixes = [f"move.encoders.{name}." for name, cfg in self.config.encoders().items() if cfg.path is None]
         if self.config.language.path is None:
             prefixes.append("llm.")
