@@ -6,8 +6,9 @@
 
 Steps: (1) resolve the config (preset + YAML + overrides; unknown keys fail), print it and save it with the run;
 (2) prepare the data (the synthetic benchmark is generated on first use); (3) stage 1: MoVE + one adapter per FFN;
-(4) stage 2: the stage-1 adapter replicated into K experts plus the MoLE router; (5) evaluate on the test split,
-print the per-group table and the routing summary. Everything goes under `runs/<name>/`:
+(4) stage 2: the stage-1 adapter replicated into K experts plus the MoLE router, or a stage-2 model (`train.init_from`)
+fine-tuned as it is (mome.training.finetune); (5) evaluate on the test split, print the per-group table and the
+routing summary. Everything goes under `runs/<name>/`:
 
     config.yaml                 the resolved run config
     metrics.jsonl, tb/          per-step metrics (JSON lines, TensorBoard)
@@ -19,6 +20,7 @@ print the per-group table and the routing summary. Everything goes under `runs/<
 processes; finished stages are not retrained. SIGTERM saves a checkpoint and exits with status 143.
 
 The parts: this file (config, data, stages, evaluation), `mome.training.loop` (the optimizer steps),
+`mome.training.finetune` (where stage 2 starts, `train.trainable`),
 `mome.distributed` (processes, DDP / FSDP), `mome.training.checkpointing` (checkpoint I/O), docs/distributed.md.
 """
 
@@ -122,7 +124,8 @@ class TrainConfig:
     save_every: int = 500  # optimizer steps between checkpoints (a stage's last step is always saved)
     keep_last: int = 3
     evaluate: bool = True  # evaluate the untrained and the final model on the test split
-    evaluate_untrained: bool = True  # with `evaluate`: also the untrained model (the "before" of the comparison)
+    evaluate_untrained: bool = True  # with `evaluate`: also the model before training ("untrained", or "before
+    # fine-tuning" for a run that starts at stage 2 from a trained model)
     eval_batch_size: int = 32
     max_new_tokens: int = 32
     tensorboard: bool = True
