@@ -337,24 +337,26 @@ def build_stage_model(stage: int, model_cfg, run: RunConfig, run_dir: Path, log)
         model = MoME(cfg)
     else:
         source = Path(run.train.init_from) if run.train.init_from else run_dir / "stage1" / "final"
-        model = load_model(source)
-        finetune.check_source(source, model.config, model_cfg, run.train.resize_experts)
+        src_cfg = finetune.source_config(source)
+        finetune.check_source(source, src_cfg, model_cfg, run.train.resize_experts)
+        settable, kept = finetune.run_overrides(src_cfg, model_cfg)
+        if settable:
+            log(f"stage 2: the run's {', '.join(f'{k}={v!r}' for k, v in settable.items())} applied to {source}")
+        if kept:
+            log(f"stage 2: the model is {source}'s; the run's model config differs in {', '.join(kept[:8])}"
+                f"{' …' if len(kept) > 8 else ''}: the source's values are kept (docs/finetune.md)")
+        model = load_model(source, settable)
         K = model_cfg.mole.num_experts
-        if finetune.is_stage2(model.config):
-            log(f"stage 2: fine-tuning the stage-2 model {source} as it is ({model.config.mole.num_experts} experts, "
-                f"router {model.config.mole.router}; nothing replicated or re-initialised)")
-            differ = finetune.config_differences(model.config, model_cfg)
-            if differ:
-                log(f"stage 2: the source's model config is used; the run's model config differs in "
-                    f"{', '.join(differ[:8])}{' …' if len(differ) > 8 else ''} (train.trainable freezes parts)")
-            if model.config.mole.num_experts != K:
-                log(f"stage 2: train.resize_experts: {model.config.mole.num_experts} → {K} experts "
-                    f"({'the first kept' if K < model.config.mole.num_experts else 'copies added'})")
+        if finetune.is_stage2(src_cfg):
+            log(f"stage 2: fine-tuning the stage-2 model {source} as it is ({src_cfg.mole.num_experts} experts, "
+                f"router {src_cfg.mole.router}; nothing replicated or re-initialised)")
+            if src_cfg.mole.num_experts != K:
+                log(f"stage 2: train.resize_experts: {src_cfg.mole.num_experts} → {K} experts "
+                    f"({'the first kept' if K < src_cfg.mole.num_experts else 'copies added'})")
                 model.resize_experts(K)
         else:
             log(f"stage 2: replicating the stage-1 adapter of {source} into {K} experts (router: {target})")
             model.replicate_adapter(K, router=target)
-        model.set_mole_options(model_cfg.mole)  # the run's training switches (GS, LB, gate), the source's tensors
     finetune.select_trainable(model, run.train.trainable, lambda msg: log(f"stage {stage}: {msg}"))
     return model
 
@@ -410,16 +412,21 @@ def _log_parameter_memory(core, env: distributed.Dist, log) -> None:
 # Evaluation
 
 
-# eval/<tag>.json → the row label of the comparison table. "before": the model a run starting at stage 2 begins
-# with (train.init_from or this run's stage 1), i.e. already trained.
-LABELS = {"baseline": "constant answer", "untrained": "untrained", "before": "before fine-tuning", "final": "trained"}
+def before_training(run: RunConfig, stages: list[int]) -> tuple[str, str]:
+    """(eval tag, table label) of the model a run starts from: "untrained" for stage 1; a run that starts at stage 2
+    starts from a trained model ("before": a stage-2 source is fine-tuned, a stage-1 source goes through stage 2)."""
+    if stages[0] == 1:
+        return "untrained", "untrained"
+    stage2_source = run.train.init_from and finetune.is_stage2(finetune.source_config(run.train.init_from))
+    return "before", "before fine-tuning" if stage2_source else "before stage 2"
 
 
-def evaluate_model(model, records, image_root, run: RunConfig, env, run_dir: Path, tag: str, log) -> dict:
+def evaluate_model(model, records, image_root, run: RunConfig, env, run_dir: Path, tag: str, log,
+                   label: str | None = None) -> dict:
     from mome.eval.harness import evaluate, limit_per_dataset, write_results
 
     subset = limit_per_dataset(records, run.data.eval_limit)
-    what = "the model before fine-tuning" if tag == "before" else f"the {tag} model"
+    what = f"the model {label}" if label and label.startswith("before") else f"the {tag} model"
     log(f"evaluating {what} on {len(subset)} test records ...")
     result = evaluate(model.to(env.device), subset, image_root, batch_size=run.train.eval_batch_size,
                       max_new_tokens=run.train.max_new_tokens, progress=True)
@@ -438,13 +445,13 @@ def evaluate_baseline(train_records, test_records, run: RunConfig, run_dir: Path
     return result
 
 
-def _print_comparison(run_dir: Path, before: str, log) -> None:
-    """The comparison table: baseline, the model before this run trained it (`before`: "untrained" or "before"),
-    and the trained model."""
+def _print_comparison(run_dir: Path, before: tuple[str, str], log) -> None:
+    """The comparison table: baseline, the model before this run trained it (`before`: its tag and label), and the
+    trained model."""
     rows = {}
-    for tag in ("baseline", before, "final"):
+    for tag, label in (("baseline", "constant answer"), before, ("final", "trained")):
         try:
-            rows[LABELS[tag]] = json.loads((run_dir / "eval" / f"{tag}.json").read_text())["summary"]
+            rows[label] = json.loads((run_dir / "eval" / f"{tag}.json").read_text())["summary"]
         except (FileNotFoundError, KeyError):
             continue
     if "trained" not in rows or len(rows) < 2:
@@ -452,7 +459,7 @@ def _print_comparison(run_dir: Path, before: str, log) -> None:
     keys = [k for k in rows["trained"] if all(k in r for r in rows.values())]
     lines = ["| | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
     lines += [f"| {label} | " + " | ".join(f"{r[k]:.2f}" for k in keys) + " |" for label, r in rows.items()]
-    print(f"\n== constant-answer baseline vs {LABELS[before]} vs trained ==\n" + "\n".join(lines), flush=True)
+    print(f"\n== constant-answer baseline vs {before[1]} vs trained ==\n" + "\n".join(lines), flush=True)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -542,7 +549,7 @@ def main(argv=None) -> int:
         if model_cfg.mole.router in ("none", "single") and 2 in stages:
             log(f"mole.router = {model_cfg.mole.router}: no experts to replicate, stage 2 is skipped")
             stages.remove(2)
-        before = "before" if stages[0] == 2 else "untrained"  # a run starting at stage 2 starts from a trained model
+        before_tag, before_label = before_training(run, stages)
         for stage in stages:
             stage_dir = run_dir / f"stage{stage}"
             if (stage_dir / "final" / "model.safetensors").is_file() and args.resume != "none":
@@ -550,9 +557,10 @@ def main(argv=None) -> int:
                 continue
             model = build_stage_model(stage, model_cfg, run, run_dir, log)
             if (stage == stages[0] and run.train.evaluate and run.train.evaluate_untrained and env.is_main
-                    and before not in results):
-                if not (run_dir / "eval" / f"{before}.json").exists():
-                    results[before] = evaluate_model(model, test_records, test_root, run, env, run_dir, before, log)
+                    and before_tag not in results):
+                if not (run_dir / "eval" / f"{before_tag}.json").exists():
+                    results[before_tag] = evaluate_model(model, test_records, test_root, run, env, run_dir,
+                                                         before_tag, log, label=before_label)
             trained = train_stage(stage, model, run, env, stage_dir, (train_records, train_root), metrics, log,
                                   args.resume, args.stop_after, preemption)
             path = checkpointing.save_final(trained, stage_dir, env)
@@ -563,7 +571,7 @@ def main(argv=None) -> int:
             final = load_model(run_dir / f"stage{final_stage}" / "final").to(env.device)
             results["final"] = evaluate_model(final, test_records, test_root, run, env, run_dir, "final", log)
             evaluate_baseline(train_records, test_records, run, run_dir)
-            _print_comparison(run_dir, before, log)
+            _print_comparison(run_dir, (before_tag, before_label), log)
         log(f"finished in {time.perf_counter() - start:.0f} s; everything is in {run_dir}")
         return 0
     except loop.NonFiniteLoss as err:

@@ -162,3 +162,51 @@ def test_resize_experts_from_the_cli(tmp_path, synth_dir, stage2_model):
     for old, new in zip(mole_modules(source.llm), mole_modules(tuned.llm)):
         for j in range(6):
             assert torch.equal(new.w_up[j], old.w_up[j % 4]) and torch.equal(new.w_down[j], old.w_down[j % 4])
+
+
+def test_the_before_row_says_what_the_run_starts_from(tmp_path, stage2_model):
+    from mome.train import before_training, resolve_config
+
+    stage1 = tmp_path / "stage1"
+    stage1.mkdir()
+    MoMEConfig.preset("tiny", ["mole.router=single"]).save(stage1 / "config.yaml")
+    (stage1 / "model.safetensors").touch()
+    cases = {(): ("untrained", "untrained"),
+             ("train.stages=[2]", f"train.init_from={stage2_model}"): ("before", "before fine-tuning"),
+             ("train.stages=[2]", f"train.init_from={stage1}"): ("before", "before stage 2")}
+    for overrides, want in cases.items():
+        run, _ = resolve_config(None, list(overrides))
+        assert before_training(run, run.train.stages) == want, overrides
+
+
+@pytest.mark.slow
+def test_fsdp_fine_tune_with_frozen_parts_equals_one_process(tmp_path, synth_dir, stage2_model):
+    # Some parameters of MoVE frozen by train.trainable, others trained, all sharded: 2 gloo processes under FSDP
+    # give 1 process's run (ADT dropout off: each process draws its own masks).
+    extra = [f"train.init_from={stage2_model}", "train.stage2.lr=1e-2", "train.trainable=[adapters,projectors]",
+             "model.vision.adt_dropout=0.0", "train.device=cpu", "train.timeout_s=60"]
+    _train(tmp_path, synth_dir, "one", *extra)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "mome.train",
+           *BASE, "train.name=two", f"train.out_dir={tmp_path}", f"data.synth_dir={synth_dir}", *extra,
+           "train.strategy=fsdp"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    a, b = _weights(tmp_path / "one" / "stage2" / "final"), _weights(tmp_path / "two" / "stage2" / "final")
+    assert a.keys() == b.keys() == _weights(stage2_model).keys()
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6, msg=lambda m: f"{k}: {m}")
+    source = _weights(stage2_model)
+    assert all(torch.equal(b[k], source[k]) for k in b if k.startswith("move.aggregators."))  # frozen stays put
+
+
+def test_a_run_sets_only_what_changes_training_on_a_trained_source():
+    from mome.training.finetune import RUN_SETTABLE, run_overrides
+
+    src = MoMEConfig.preset("tiny")
+    run = src.override({"vision.adt_dropout": 0.0, "mole.load_balance": 0.01, "language.hidden_size": 64,
+                        "mole.num_experts": 6, "name": "other"})
+    settable, kept = run_overrides(src, run)
+    assert settable == {"vision.adt_dropout": 0.0, "mole.load_balance": 0.01}
+    assert kept == ["language.hidden_size"]
+    assert set(RUN_SETTABLE) <= {f"{a}.{b}" for a, sub in src.to_dict().items() if isinstance(sub, dict)
+                                 for b in sub}  # every settable key exists

@@ -40,12 +40,9 @@ __all__ = [
     "mole_modules",
     "mole_aux_loss",
     "ROUTERS",
-    "TRAINING_SWITCHES",
 ]
 
 ROUTERS = ("single", "instance", "token", "instance_token")
-# MoLEConfig fields that change how the experts train, not their tensors (a fine-tuning run sets them on a loaded model).
-TRAINING_SWITCHES = ("gate", "router_grad", "gumbel", "gumbel_tau", "load_balance")
 
 
 class Adapter(nn.Module):

@@ -29,10 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mome.model.config import MoLEConfig, MoMEConfig
+from mome.model.config import MoMEConfig
 from mome.model.encoders import _dtype, build_encoder, build_preprocessor
-from mome.model.mole import (TRAINING_SWITCHES, attach_mole, mole_aux_loss, mole_modules, replicate_adapter,
-                             resize_experts, routing_context)
+from mome.model.mole import (attach_mole, mole_aux_loss, mole_modules, replicate_adapter, resize_experts,
+                             routing_context)
 from mome.model.move import MoVE
 from mome.model.tokenizer import SYSTEM, Tokenizer
 
@@ -266,15 +266,6 @@ class MoME(nn.Module):
         self.config = self.config.override({"mole.num_experts": num_experts})
         return self
 
-    def set_mole_options(self, mole: MoLEConfig) -> "MoME":
-        """Take ``mole``'s training switches (gate, router_grad, gumbel, gumbel_tau, load_balance), which change how
-        the experts are trained, not their tensors; the structure (router, K, rank, router_hidden) stays."""
-        self.config = self.config.override({f"mole.{f}": getattr(mole, f) for f in TRAINING_SWITCHES})
-        for m in mole_modules(self.llm):
-            m.gate_kind, m.router_grad = mole.gate, mole.router_grad
-            m.gumbel, m.gumbel_tau, m.load_balance = mole.gumbel, mole.gumbel_tau, mole.load_balance
-        return self
-
     def freeze(self, names: set[str]) -> "MoME":
         """Stop training the parameters ``names`` (``train.trainable``) while keeping them in `saved_state`, so the
         saved model and its checkpoints keep the layout of the model its config describes."""
@@ -310,7 +301,7 @@ class MoME(nn.Module):
         return directory
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, overrides: list[str] | None = None,
+    def from_pretrained(cls, directory: str | Path, overrides: list[str] | dict | None = None,
                         device: str | torch.device = "cpu") -> "MoME":
         from safetensors import safe_open
 

@@ -117,17 +117,19 @@ def check_weights(model, weights: dict[str, torch.Tensor], source) -> None:
                                        f"{tuple(expected[k].shape)}")
 
 
-def load_model(source: Path):
-    """A MoME from a `final/` folder (save_pretrained) or from a training checkpoint folder (either format)."""
+def load_model(source: Path, overrides: dict | None = None):
+    """A MoME from a `final/` folder (save_pretrained) or from a training checkpoint folder (either format);
+    `overrides` (dotted model-config keys → values) change its config before it is built, never a tensor's shape."""
     from mome.model.config import MoMEConfig
     from mome.model.mome import MoME
 
     source = Path(source)
     if (source / "model.safetensors").is_file():
-        return MoME.from_pretrained(source)
+        return MoME.from_pretrained(source, overrides)
     if (source / ckpt.MANIFEST).is_file():
         c = ckpt.load_checkpoint(source)
-        model = MoME(MoMEConfig.from_dict(yaml.safe_load(c.read_text("model.yaml"))))
+        cfg = MoMEConfig.from_dict(yaml.safe_load(c.read_text("model.yaml")))
+        model = MoME(cfg.override(overrides) if overrides else cfg)
         weights = c.weights
         if weights is None:
             weights = {k: v.detach().clone() for k, v in model.saved_state().items()}

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from mome import checkpoint as ckpt
 from mome.configtree import ConfigError
-from mome.model.mole import TRAINING_SWITCHES
 
-__all__ = ["PARTS", "part_of", "source_config", "is_stage2", "check_source", "config_differences", "select_trainable"]
+__all__ = ["PARTS", "part_of", "source_config", "is_stage2", "check_source", "run_overrides",
+           "RUN_SETTABLE", "select_trainable"]
 
 # The trainable parts of a MoME, by parameter name (`part_of`).
 PARTS = {
@@ -29,6 +29,12 @@ PARTS = {
     "mole_router": "MoLE's routers",
     "llm": "the LLM itself (only where the model's config trains it: language.train)",
 }
+
+
+# Model-config keys a run may set on a trained source (`run_overrides`): they change how it trains, not the shape of
+# any tensor. Every other key of a source's config is the source's.
+RUN_SETTABLE = ("vision.adt_dropout", "language.max_length", "mole.gate", "mole.router_grad", "mole.gumbel",
+                "mole.gumbel_tau", "mole.load_balance")
 
 
 def part_of(name: str) -> str:
@@ -87,9 +93,10 @@ def check_source(source: str | Path, src, run, resize: bool) -> None:
                           f"source's{hint}")
 
 
-def config_differences(src, run) -> list[str]:
-    """Dotted keys where the run's model config differs from a stage-2 source's, apart from the MoLE training
-    switches the run sets (`MoME.set_mole_options`), the experts' number when resized, and the name."""
+def run_overrides(src, run) -> tuple[dict, list[str]]:
+    """How the run's model config `run` changes a trained source's `src`: (the `RUN_SETTABLE` keys where they differ,
+    with the run's values: applied when the source is loaded; the other keys where they differ: the source's values
+    are kept). The experts' router and number are left out: `check_source`, replication and resizing handle them."""
     def flat(tree, prefix=""):
         out = {}
         for k, v in tree.items():
@@ -97,8 +104,9 @@ def config_differences(src, run) -> list[str]:
         return out
 
     a, b = flat(src.to_dict()), flat(run.to_dict())
-    skip = {"name", "mole.num_experts", *(f"mole.{f}" for f in TRAINING_SWITCHES)}
-    return sorted(k for k in a.keys() | b.keys() if k not in skip and a.get(k) != b.get(k))
+    differ = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k)
+                    and k not in ("name", "mole.router", "mole.num_experts"))
+    return {k: b[k] for k in differ if k in RUN_SETTABLE}, [k for k in differ if k not in RUN_SETTABLE]
 
 
 def select_trainable(model, parts: list[str] | None, log) -> None:
