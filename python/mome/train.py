@@ -238,6 +238,9 @@ def _validate(run: RunConfig) -> None:
                           f"got {run.data.datasets!r}")
     if t.keep_last < 1:
         raise ConfigError(f"train.keep_last must be >= 1, got {t.keep_last}")
+    if t.init_from and 1 in t.stages:
+        raise ConfigError(f"train.init_from is where stage 2 starts, instead of this run's stage 1: set "
+                          f"train.stages=[2] (got {t.stages})")
     if t.trainable is not None:
         unknown = sorted(set(t.trainable) - set(finetune.PARTS))
         if not t.trainable or unknown:

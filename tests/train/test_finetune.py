@@ -210,3 +210,9 @@ def test_a_run_sets_only_what_changes_training_on_a_trained_source():
     assert kept == ["language.hidden_size"]
     assert set(RUN_SETTABLE) <= {f"{a}.{b}" for a, sub in src.to_dict().items() if isinstance(sub, dict)
                                  for b in sub}  # every settable key exists
+
+
+def test_init_from_with_stage_1_is_refused(tmp_path, stage2_model):
+    proc = _train(tmp_path, tmp_path / "never", "s12", f"train.init_from={stage2_model}", "train.stages=[1,2]",
+                  check=False)
+    assert proc.returncode == 2 and "train.init_from" in proc.stderr and "train.stages=[2]" in proc.stderr
