@@ -261,10 +261,28 @@ def run_config_yaml(run: RunConfig, model_cfg) -> str:
 # Data
 
 
-def prepare_data(run: RunConfig, env: distributed.Dist, log) -> tuple[list[dict], Path, list[dict], Path]:
-    """(train records, train image root, test records, test image root); generates the synthetic benchmark once."""
+def read_records_files(run: RunConfig) -> dict[str, list[dict]]:
+    """The records of `data.train` / `data.test` where they are files, read and validated ({split: records}): done
+    before anything is generated or written, so a bad file fails the run with nothing left behind."""
     from mome.data import load_records
 
+    out = {}
+    for split, spec in (("train", run.data.train), ("test", run.data.test)):
+        if spec != "synth":
+            try:
+                out[split] = load_records(spec)
+            except ValueError as err:
+                raise UsageError(f"data.{split}: {err}") from None
+    return out
+
+
+def prepare_data(run: RunConfig, env: distributed.Dist, log,
+                 files: dict[str, list[dict]] | None = None) -> tuple[list[dict], Path, list[dict], Path]:
+    """(train records, train image root, test records, test image root): the records already read from files
+    (`read_records_files`; the others are read here) and the synthetic benchmark, generated once."""
+    from mome.data import load_records
+
+    files = files or {}
     d = run.data
     if "synth" in (d.train, d.test):
         synth_dir = Path(d.synth_dir)
@@ -283,7 +301,8 @@ def prepare_data(run: RunConfig, env: distributed.Dist, log) -> tuple[list[dict]
 
     train_path, train_root = resolve(d.train, "train")
     test_path, test_root = resolve(d.test, "test")
-    train, test = load_records(train_path), load_records(test_path)
+    train = files["train"] if "train" in files else load_records(train_path)
+    test = files["test"] if "test" in files else load_records(test_path)
     if d.datasets is not None:
         train, test = select_datasets(train, d.datasets, "train"), select_datasets(test, d.datasets, "test")
     return train, train_root, test, test_root
@@ -517,6 +536,7 @@ def main(argv=None) -> int:
     if args.print_config:
         print(text)
         return 0
+    files = read_records_files(run)
     preemption = distributed.Preemption().install()  # before the process group: a SIGTERM from now on is seen
     env = distributed.setup(run.train.device, run.train.timeout_s)
     if run.train.threads:
@@ -544,7 +564,7 @@ def main(argv=None) -> int:
     metrics = Metrics(run_dir, env.is_main, run.train.tensorboard, log)
     start = time.perf_counter()
     try:
-        train_records, train_root, test_records, test_root = prepare_data(run, env, log)
+        train_records, train_root, test_records, test_root = prepare_data(run, env, log, files)
         log(f"data: {len(train_records)} train records, {len(test_records)} test records; world size "
             f"{env.world_size}, device {env.device}")
         results = {}

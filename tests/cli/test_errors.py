@@ -101,6 +101,12 @@ CASES = [
           "no such folder"),
     _case("train-missing-data", "train", ["data.train={r}/nothing.jsonl", "train.out_dir={o}"], "data.train",
           "no such records file"),
+    # a records file that is not JSON: refused before the synthetic benchmark of data.test=synth is generated
+    # (data.synth_dir is inside the output folder, which must not exist afterwards)
+    _case("train-bad-json", "train", ["data.train={r}/bad.json", "data.synth_dir={o}/synth", "train.out_dir={o}"],
+          "data.train", "bad.json", "not valid JSON"),
+    _case("train-bad-record", "train", ["data.test={r}/bad.jsonl", "data.synth_dir={o}/synth", "train.out_dir={o}"],
+          "data.test", "bad.jsonl:1"),
     _case("train-stop-after", "train", ["--stop-after", "0", "train.out_dir={o}"], "--stop-after must be > 0"),
     _case("convert-missing-ckpt", "convert", ["official", "--ckpt", "{r}/MoME_ckpt.pth", "--eva", "{r}/e.pth",
                                               "--dinov2", "{r}/d.pth", "--pix2struct", "{r}", "--llm", "{r}",
