@@ -519,6 +519,9 @@ def check_inputs(args, run: RunConfig, model_cfg) -> None:
             raise UsageError(f"data.{split} {spec}: no such records file (a .jsonl/.json records file, or synth)")
     if d.image_root and not Path(d.image_root).is_dir():
         raise UsageError(f"data.image_root {d.image_root}: no such folder")
+    if run.train.stages == [2] and not finetune.is_stage2(model_cfg):
+        raise UsageError(f"train.stages = [2] but mole.router = {model_cfg.mole.router!r} has no stage 2: set "
+                         f"model.mole.router (e.g. instance) or train.stages=[1]")
     if run.train.init_from:
         need_dir("train.init_from", run.train.init_from)
         if 2 in run.train.stages and finetune.is_stage2(model_cfg):

@@ -107,6 +107,8 @@ CASES = [
           "data.train", "bad.json", "not valid JSON"),
     _case("train-bad-record", "train", ["data.test={r}/bad.jsonl", "data.synth_dir={o}/synth", "train.out_dir={o}"],
           "data.test", "bad.jsonl:1"),
+    _case("train-no-stage-2", "train", ["train.stages=[2]", "model.mole.router=single", "data.synth_dir={o}/synth",
+                                        "train.out_dir={o}"], "train.stages = [2]", "mole.router = 'single'"),
     _case("train-stop-after", "train", ["--stop-after", "0", "train.out_dir={o}"], "--stop-after must be > 0"),
     _case("convert-missing-ckpt", "convert", ["official", "--ckpt", "{r}/MoME_ckpt.pth", "--eva", "{r}/e.pth",
                                               "--dinov2", "{r}/d.pth", "--pix2struct", "{r}", "--llm", "{r}",
