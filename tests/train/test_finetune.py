@@ -3,7 +3,6 @@
 a fresh model or a replication would hold."""
 
 import json
-import os
 import subprocess
 import sys
 
@@ -15,25 +14,12 @@ from mome.model import MoME
 from mome.model.config import MoMEConfig
 from mome.model.mole import mole_modules
 from mome.training.finetune import PARTS, part_of
+from tests.train import test_train as train_tests
 
-BASE = [
-    "train.stages=[2]",
-    "train.evaluate=false",
-    "train.tensorboard=false",
-    "train.stage2.steps=2",
-    "train.stage2.warmup_steps=0",
-    "train.global_batch_size=4",
-    "train.micro_batch_size=2",
-    "train.log_every=1",
-    "train.save_every=100",
-    "train.threads=1",
-    "data.synth_train=48",
-    "data.synth_test=16",
-]
-
-
-def _env():
-    return dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1")
+# test_train's tiny run, as stage 2 alone (2 steps, no warm-up) started from `train.init_from`
+BASE = [a for a in train_tests.BASE if not a.startswith(("train.stages=", "train.stage1."))] + [
+    "train.stages=[2]", "train.stage2.steps=2", "train.stage2.warmup_steps=0"]
+_env = train_tests._env
 
 
 def _train(tmp_path, synth_dir, name, *extra, check=True):
