@@ -215,6 +215,7 @@ def test_a_hung_rank_fails_the_others_after_the_timeout(tmp_path, synth_dir):
     timeout_s = 10
     args = _args(tmp_path, synth_dir, "hung", *FSDP, "train.save_every=1", f"train.timeout_s={timeout_s}")
     job = _start([*TWO, *args], tmp_path / "hung.log")
+    rank1 = None
     try:
         first = ckpt.step_dir(tmp_path / "hung" / "stage1" / "checkpoints", 1) / ckpt.MANIFEST
         _wait_for(first.exists, [job], "checkpoint step 1")
@@ -226,6 +227,8 @@ def test_a_hung_rank_fails_the_others_after_the_timeout(tmp_path, synth_dir):
         took = time.time() - stopped_at
     finally:
         _stop([job])
+        if rank1 is not None and _running(rank1):  # a stopped worker outlives torchrun: do not leak it
+            os.kill(rank1, signal.SIGKILL)
     log = (tmp_path / "hung.log").read_text()
     assert not _running(rank0), f"rank 0 still waits {took:.0f} s after rank 1 stopped"
     assert took < timeout_s + 30, took
