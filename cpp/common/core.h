@@ -10,8 +10,6 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
-#include <thread>
-#include <vector>
 
 namespace mome {
 
@@ -30,10 +28,17 @@ template <typename... Args>
   throw std::invalid_argument(str(args...));
 }
 
+// Runs task(0), ..., task(chunks - 1), on the calling thread and up to chunks - 1 persistent worker threads (created
+// on first use, kept waiting on a condition variable: waking them costs microseconds where starting threads costs
+// tens). One job at a time: a call made while the pool is busy (another Python thread, or a task that calls
+// parallel_for itself) runs its chunks on the calling thread, which gives the same results. A forked child process
+// (DataLoader workers) starts a pool of its own. Defined in cpp/common/parallel.cpp.
+void run_chunks(int64_t chunks, int threads, void (*task)(void* context, int64_t chunk), void* context);
+
 // Calls f(begin, end) on [begin, end) split into at most `threads` contiguous chunks of at least `grain` indices
 // (at::parallel_for's contract; one chunk, on the calling thread, when the range is below the grain). Every kernel
-// gives each index its own outputs, so the split never changes a result. Threads are started per call: torch's
-// thread count comes in as `threads`, and no second OpenMP runtime enters the process.
+// gives each index its own outputs, so the split never changes a result. `threads` is torch.get_num_threads() of
+// the caller; no OpenMP runtime enters the process besides torch's own.
 template <typename F>
 void parallel_for(int64_t begin, int64_t end, int64_t grain, int threads, const F& f) {
   const int64_t n = end - begin;
@@ -43,15 +48,15 @@ void parallel_for(int64_t begin, int64_t end, int64_t grain, int threads, const 
     f(begin, end);
     return;
   }
-  const int64_t step = (n + chunks - 1) / chunks;
-  std::vector<std::thread> workers;
-  workers.reserve(chunks - 1);
-  for (int64_t b = begin + step; b < end; b += step) {
-    const int64_t e = std::min(end, b + step);
-    workers.emplace_back([&f, b, e] { f(b, e); });
-  }
-  f(begin, std::min(end, begin + step));
-  for (auto& w : workers) w.join();
+  struct Context {
+    const F& f;
+    int64_t begin, end, step;
+  } context{f, begin, end, (n + chunks - 1) / chunks};
+  run_chunks(chunks, static_cast<int>(chunks), [](void* c, int64_t chunk) {
+    const auto& ctx = *static_cast<const Context*>(c);
+    const int64_t b = ctx.begin + chunk * ctx.step;
+    if (b < ctx.end) ctx.f(b, std::min(ctx.end, b + ctx.step));
+  }, &context);
 }
 
 }  // namespace mome

@@ -110,7 +110,9 @@ void backward_kernel(const scalar_t* grad_out, const scalar_t* value, const std:
                      int threads) {
   using acc_t = double;
   const int64_t Lv = static_cast<int64_t>(levels.size());
-  parallel_for(0, B * H, 1, threads, [&](int64_t begin, int64_t end) {
+  // At least ~32k multiply-adds per chunk: waking a thread for less costs more than it saves.
+  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, Q * Lv * P * 4 * D));
+  parallel_for(0, B * H, grain, threads, [&](int64_t begin, int64_t end) {
     for (int64_t bh = begin; bh < end; ++bh) {
       const int64_t b = bh / H, hh = bh % H;
       // This task owns grad_value[b, :, hh, :]: zero it here, in parallel and right before it is accumulated into.

@@ -1,6 +1,7 @@
 // CPU launchers of mome::router_mix (see router_mix.h). Forward: each thread owns a range of output elements and sums
 // the N experts into it. Backward: each (n, b) pair is owned by one thread, which scales grad_output into
 // grad_features[n, b] and reduces <grad_output[b], features[n, b]> into grad_weights[b, n] (fixed order: deterministic).
+#include <algorithm>
 #include <cstring>
 
 #include "router_mix/router_mix.h"
@@ -32,7 +33,8 @@ template <typename scalar_t>
 void backward(const scalar_t* gop, const scalar_t* fp, const scalar_t* wp, scalar_t* gfp, scalar_t* gwp, int64_t N,
               int64_t B, int64_t LD, int threads) {
   // gop (B, LD), fp (N, B, LD), wp (B, N)
-  parallel_for(0, N * B, 1, threads, [&](int64_t begin, int64_t end) {
+  // At least ~32k multiply-adds per chunk: waking a thread for less costs more than it saves.
+  parallel_for(0, N * B, std::max<int64_t>(1, 32768 / std::max<int64_t>(LD, 1)), threads, [&](int64_t begin, int64_t end) {
     for (int64_t nb = begin; nb < end; ++nb) {
       const int64_t n = nb / B, b = nb % B;
       const scalar_t wn = wp[b * N + n];

@@ -132,7 +132,27 @@ def _problem(value, sampling_locations):
     return B, S, H, D, Q, Lv, P
 
 
+def _fine(device_type, value, spatial_shapes, level_start_index, sampling_locations, attention_weights) -> bool:
+    """One cheap expression that is True for valid kernel arguments (the dispatcher already put every tensor on
+    `device_type`'s dispatch key); when False, `_check_kernel` runs the checks that name the argument."""
+    vs, ls = value.shape, sampling_locations.shape
+    return (len(vs) == 4 and len(ls) == 6 and spatial_shapes.dim() == 2 and level_start_index.dim() == 1
+            and attention_weights.shape == ls[:5] and ls[0] == vs[0] and ls[2] == vs[2] and ls[5] == 2
+            and spatial_shapes.shape[0] == ls[3] == level_start_index.shape[0] and ls[3] >= 1
+            and spatial_shapes.shape[1] == 2
+            and spatial_shapes.dtype == torch.int64 and level_start_index.dtype == torch.int64
+            and value.dtype in _library.KERNEL_DTYPES[device_type]["deform_attn"]
+            and sampling_locations.dtype == attention_weights.dtype
+            and (sampling_locations.dtype == value.dtype
+                 or (device_type == "cuda" and sampling_locations.dtype == torch.float32))
+            and value.get_device() == spatial_shapes.get_device() == level_start_index.get_device()
+            == sampling_locations.get_device() == attention_weights.get_device()
+            and value.device.type == device_type)
+
+
 def _check_kernel(device_type, value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
+    if _fine(device_type, value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
+        return
     _check(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, read_values=False)
     for name, t in (("spatial_shapes", spatial_shapes), ("level_start_index", level_start_index)):
         if t.dtype != torch.int64:

@@ -216,7 +216,29 @@ def _check_params(x, w_down, b_down, w_up, b_up, scale, gate):
 # the element-wise passes; the per-expert GEMMs are torch's own addmm/mm on the same slices as the TORCH_LIBRARY
 # build had (so its BLAS, and the bits, are unchanged: tests/ops/test_golden.py). CUDA: one launcher per direction.
 
+def _fine(device_type, x, routing_name, routing, w_down, b_down, w_up, b_up, scale, gate) -> bool:
+    """One cheap expression that is True for valid kernel arguments; when False, `_check_kernel` runs the checks that
+    name the argument."""
+    xs, ws = x.shape, w_down.shape
+    if len(xs) != 2 or len(ws) != 3:
+        return False
+    T, D = xs
+    K, _, R = ws
+    dev = x.get_device()
+    return (K >= 1 and ws[1] == D and b_down.shape == (K, R) and w_up.shape == (K, R, D) and b_up.shape == (K, D)
+            and scale.shape == (K,) and routing.dim() == 1 and routing.dtype == torch.int64
+            and routing.shape[0] == (T if routing_name == "expert_ids" else K + 1)
+            and x.dtype in _library.KERNEL_DTYPES[device_type]["grouped_adapter"]
+            and w_down.dtype == b_down.dtype == w_up.dtype == b_up.dtype == scale.dtype == x.dtype
+            and w_down.get_device() == b_down.get_device() == w_up.get_device() == b_up.get_device()
+            == scale.get_device() == routing.get_device() == dev
+            and (gate is None or (gate.shape == (T,) and gate.dtype == x.dtype and gate.get_device() == dev))
+            and x.device.type == device_type)
+
+
 def _check_kernel(device_type, x, routing_name, routing, w_down, b_down, w_up, b_up, scale, gate):
+    if _fine(device_type, x, routing_name, routing, w_down, b_down, w_up, b_up, scale, gate):
+        return
     if routing_name == "expert_ids":
         _check(x, routing, w_down, b_down, w_up, b_up, scale, gate, read_values=False)
     else:
@@ -292,10 +314,10 @@ def _forward_cpu(routing_name, x, routing, w_down, b_down, w_up, b_up, scale, ga
         o, n = offs[e], offs[e + 1] - offs[e]
         if n == 0:
             continue
-        hs_e = hs.narrow(0, o, n)
-        torch.addmm(bd[e], xs.narrow(0, o, n), wd[e], out=hs_e)
+        hs_e = hs[o:o + n]
+        torch.addmm(bd[e], xs[o:o + n], wd[e], out=hs_e)
         hs_e.relu_()
-        torch.mm(hs_e, wu[e], out=us.narrow(0, o, n))  # b_up is added in the epilogue: one pass over (T, D) fewer
+        torch.mm(hs_e, wu[e], out=us[o:o + n])  # b_up is added in the epilogue: one pass over (T, D) fewer
     sc = scale.contiguous()
     gt = None if gate is None else gate.contiguous()
     res = None if residual is None else residual.contiguous()
@@ -328,7 +350,7 @@ def _backward_cpu(routing_name, grad_output, x, routing, hidden, w_down, b_down,
     for e in range(K):
         o, n = offs[e], offs[e + 1] - offs[e]
         if n:
-            torch.mm(dys.narrow(0, o, n), wut[e], out=gs.narrow(0, o, n))
+            torch.mm(dys[o:o + n], wut[e], out=gs[o:o + n])
     hc = x.new_empty(T, R + 1)  # [c·h | c]: one GEMM with dy gives dW_up and db_up
     dz = x.new_empty(T, R)  # c·g·[h > 0]
     ss = x.new_empty(T)  # s, grouped
@@ -344,11 +366,11 @@ def _backward_cpu(routing_name, grad_output, x, routing, hidden, w_down, b_down,
         o, n = offs[e], offs[e + 1] - offs[e]
         if n == 0:
             continue
-        dy_e, dz_e = dys.narrow(0, o, n), dz.narrow(0, o, n)
-        torch.mm(hc.narrow(0, o, n).t(), dy_e, out=gwb[e])
-        torch.mm(xs.narrow(0, o, n).t(), dz_e, out=grad_wd[e])
+        dy_e, dz_e = dys[o:o + n], dz[o:o + n]
+        torch.mm(hc[o:o + n].t(), dy_e, out=gwb[e])
+        torch.mm(xs[o:o + n].t(), dz_e, out=grad_wd[e])
         torch.sum(dz_e, 0, out=grad_bd[e])
-        torch.mm(dz_e, wd[e].t(), out=dxs.narrow(0, o, n))
+        torch.mm(dz_e, wd[e].t(), out=dxs[o:o + n])
     grad_wu.copy_(gwb.narrow(1, 0, R))
     grad_bu.copy_(gwb.select(1, R))
     if perm is None:

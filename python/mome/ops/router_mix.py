@@ -53,6 +53,11 @@ def cuda_unsupported(features_shape, backward: bool = True) -> list[str]:
 # The kernels behind mome::router_mix: checks (for callers of torch.ops.mome.* too), outputs, then the launcher.
 
 def _check_kernel(device_type, features, weights):
+    fs, ws = features.shape, weights.shape
+    if (len(fs) == 4 and len(ws) == 2 and ws[0] == fs[1] and ws[1] == fs[0] and weights.dtype == features.dtype
+            and features.dtype in _library.KERNEL_DTYPES[device_type]["router_mix"]
+            and features.get_device() == weights.get_device() and features.device.type == device_type):
+        return  # the fast path of valid arguments; otherwise the checks below name what is wrong
     _checks.tensor("features", features, 4, "(N, B, L, D)")
     _checks.tensor("weights", weights, 2, "(B, N)")
     _checks.floating("features", features)
