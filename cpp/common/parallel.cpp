@@ -1,4 +1,6 @@
-// The CPU thread pool behind mome::parallel_for (core.h).
+// The CPU thread pool behind mome::parallel_for (core.h). Its workers poll briefly before sleeping, as libgomp's do:
+// measured on the 2-core VM at B=2 Q=256 H=8 D=32 P=4, deform_attn forward 1.06 ms with polling, 1.20 ms without,
+// 1.01 ms for the OpenMP build of 3178211 (medians of 3 alternating runs; the machine is noisy).
 #include <unistd.h>
 
 #include <atomic>
@@ -9,10 +11,29 @@
 
 #include "common/core.h"
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define MOME_CPU_RELAX() _mm_pause()
+#elif defined(__aarch64__)
+#define MOME_CPU_RELAX() asm volatile("yield")
+#else
+#define MOME_CPU_RELAX() ((void)0)
+#endif
+
 namespace mome {
 namespace {
 
 thread_local bool inside_pool_task = false;
+
+// Before blocking on a condition variable a thread polls for a while (20000 pauses: 0.1-1 ms by CPU), as libgomp
+// does: on a busy machine waking a sleeping thread can take longer than a small kernel. Polling only delays the
+// blocking wait, whose predicate (read under the mutex) decides.
+constexpr int kSpins = 20000;
+
+template <typename Ready>
+void spin_until(const Ready& ready) {
+  for (int i = 0; i < kSpins && !ready(); ++i) MOME_CPU_RELAX();
+}
 
 // One job: its chunks are handed out by `next`; it lives on the stack of the thread that posted it, which returns only
 // once every worker that picked the job up has left it.
@@ -36,11 +57,18 @@ class Pool {
       job_ = &job;
       pending_ = chunks;
       ++generation_;
+      published_.store(generation_, std::memory_order_release);
+      idle_.store(false, std::memory_order_relaxed);
     }
     wake_.notify_all();
     const int64_t finished = work(job);
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      pending_ -= finished;
+      if (pending_ == 0 && active_ == 0) idle_.store(true, std::memory_order_release);
+    }
+    spin_until([&] { return idle_.load(std::memory_order_acquire); });
     std::unique_lock<std::mutex> lock(mutex_);
-    pending_ -= finished;
     done_.wait(lock, [&] { return pending_ == 0 && active_ == 0; });
     job_ = nullptr;
     return true;
@@ -54,6 +82,7 @@ class Pool {
         uint64_t seen = 0;
         for (;;) {
           Job* job;
+          spin_until([&] { return published_.load(std::memory_order_acquire) != seen; });
           {
             std::unique_lock<std::mutex> lock(mutex_);
             wake_.wait(lock, [&] { return generation_ != seen && job_ != nullptr; });
@@ -65,7 +94,10 @@ class Pool {
           std::lock_guard<std::mutex> lock(mutex_);
           pending_ -= finished;
           --active_;
-          if (pending_ == 0 && active_ == 0) done_.notify_all();
+          if (pending_ == 0 && active_ == 0) {
+            idle_.store(true, std::memory_order_release);
+            done_.notify_all();
+          }
         }
       });
       workers_.back().detach();  // the pool lives as long as the process
@@ -88,6 +120,8 @@ class Pool {
   std::condition_variable wake_, done_;
   std::vector<std::thread> workers_;
   uint64_t generation_ = 0;
+  std::atomic<uint64_t> published_{0};  // generation_, readable without the mutex (polling only)
+  std::atomic<bool> idle_{true};        // pending_ == 0 && active_ == 0, readable without the mutex (polling only)
   Job* job_ = nullptr;
   int64_t pending_ = 0;
   int active_ = 0;
