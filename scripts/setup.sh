@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Creates .venv and installs mome from source with everything the main job and the tests need.
+# Creates .venv and installs mome from source with everything the main job and the tests need, the way a user does:
+# torch first, then `pip install -e .` (an isolated build: the core needs no torch to build; on a machine with nvcc and
+# a GPU the CUDA kernels are built too, see README "Install").
 #
 #   TORCH_SPEC   which torch to install first (default: torch==2.13.0, a CPU build; on a GPU machine use e.g.
 #                TORCH_SPEC=torch). It is installed before anything else so no dependency pulls another torch.
@@ -15,7 +17,5 @@ fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check --quiet)
 "${PIP[@]}" install --upgrade pip
 "${PIP[@]}" install "$TORCH_SPEC" numpy
-# Build tools in the env itself: mome builds with --no-build-isolation against the torch installed above.
-"${PIP[@]}" install scikit-build-core pybind11 ninja "cmake>=3.26"
-"${PIP[@]}" install --no-build-isolation -e ".[test,model,train,analysis,onnx,demo]"
+"${PIP[@]}" install -e ".[test,model,train,analysis,onnx,demo]"
 "$VENV/bin/python" -m mome.info

@@ -85,17 +85,24 @@ step_env() {
 step_build() {
   local cutlass
   cutlass=$(cutlass_root) || cutlass=""
+  # The wheel build a user runs (`pip wheel .`, then install the wheel). The device machine has no network, so the
+  # build requirements come from its preinstalled tools (--no-build-isolation --no-index) and CUTLASS from the carry
+  # (MOME_CUTLASS_DIR: build_backend/mome_build.py then asks for no nvidia-cutlass); the core needs no torch to build.
   local -a cmd=(env MOME_WITH_CUDA=ON MOME_CUDA_ARCHS=9.0 MOME_CUTLASS_DIR="$cutlass"
-                CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" "$PY" -m pip install --no-build-isolation --no-deps --no-index
-                -v -C build-dir="$WORK/build" .)
+                CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" "$PY" -m pip wheel --no-build-isolation --no-deps --no-index
+                -v -C build-dir="$WORK/build" -w "$WORK/wheel" .)
+  local -a install=("$PY" -m pip install --no-deps --no-index --force-reinstall "$WORK/wheel/mome-0.1.0-*.whl")
   echo "CUTLASS: ${cutlass:-<none: run --pack here and carry .gpu_carry, or grouped_adapter gets no CUDA kernel>}"
   echo "build: ${cmd[*]}"
+  echo "install: ${install[*]}"
   if [ "$DRY" = 1 ]; then
     echo "dry run: not built (the CUDA build is compile-checked by scripts/check_cuda_build.sh)"
     return 3  # recorded as skipped
   fi
   [ -n "$cutlass" ] || return 1
-  "${cmd[@]}"
+  rm -rf "$WORK/wheel"
+  "${cmd[@]}" || return 1
+  "$PY" -m pip install --no-deps --no-index --force-reinstall "$WORK"/wheel/mome-*.whl
 }
 
 step_info() {

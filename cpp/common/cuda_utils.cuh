@@ -1,15 +1,102 @@
-// Small device helpers shared by mome's CUDA kernels: accumulation types, 16-byte vector packs, fixed-order
-// (deterministic) reductions. Only c10 headers: ATen/cuda/CUDAContext.h needs cuSPARSE headers a minimal toolkit lacks.
+// Helpers shared by mome's CUDA launchers and kernels: error checks, the device guard, the caller's workspace,
+// the dtype dispatch, accumulation types, 16-byte vector packs, fixed-order (deterministic) reductions. Plain CUDA
+// runtime and cccl headers only (a minimal toolkit has everything needed).
 #pragma once
-#include <ATen/core/Tensor.h>
-#include <c10/util/BFloat16.h>
-#include <c10/util/Half.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime_api.h>
 
+#include <cassert>
 #include <cstdint>
+#include <initializer_list>
+#include <stdexcept>
+
+#include "common/core.h"
+
+// Throws std::runtime_error (RuntimeError in Python) naming the failed call and CUDA's message.
+#define MOME_CUDA_CHECK(expr)                                                                                \
+  do {                                                                                                      \
+    const cudaError_t mome_err_ = (expr);                                                                   \
+    if (mome_err_ != cudaSuccess)                                                                           \
+      throw std::runtime_error(::mome::str("CUDA error: ", cudaGetErrorString(mome_err_), " (", #expr, " at ", \
+                                           __FILE__, ":", __LINE__, ")"));                                 \
+  } while (0)
+
+// After every kernel launch: a bad configuration is reported here, not by a later unrelated call.
+#define MOME_KERNEL_LAUNCH_CHECK() MOME_CUDA_CHECK(cudaGetLastError())
+
+#ifdef NDEBUG
+// <assert.h> declares __assert_fail only without NDEBUG; CUDA implements it on the device (as c10 relies on too).
+extern "C" __host__ __device__ void __assert_fail(const char* assertion, const char* file, unsigned int line,
+                                                  const char* function) noexcept __attribute__((__noreturn__));
+#endif
+
+// A device-side assertion that stays on in release builds (as c10's CUDA_KERNEL_ASSERT did): the kernel traps and
+// the next synchronising call reports a device-side assert.
+#define MOME_KERNEL_ASSERT_MSG(cond, msg)                                                                    \
+  do {                                                                                                      \
+    if (!(cond)) __assert_fail(msg, __FILE__, static_cast<unsigned int>(__LINE__), __func__);                \
+  } while (0)
 
 namespace mome::cuda {
 
 constexpr int kWarp = 32;
+
+// Makes `device` current for the launcher's scope and restores the caller's device after (torch's tensors and stream
+// live on `device`; the caller's current device may be another one).
+class DeviceGuard {
+ public:
+  explicit DeviceGuard(int device) : device_(device) {
+    MOME_CUDA_CHECK(cudaGetDevice(&previous_));
+    if (previous_ != device_) MOME_CUDA_CHECK(cudaSetDevice(device_));
+  }
+  ~DeviceGuard() {
+    if (previous_ != device_) cudaSetDevice(previous_);
+  }
+  DeviceGuard(const DeviceGuard&) = delete;
+  DeviceGuard& operator=(const DeviceGuard&) = delete;
+
+ private:
+  int device_, previous_ = -1;
+};
+
+inline cudaStream_t as_stream(std::uintptr_t stream) { return reinterpret_cast<cudaStream_t>(stream); }
+
+// Scratch memory handed in by the caller (a torch uint8 tensor: the caching allocator owns it, CUDA-graph capture
+// sees it). Planning mode (no base): take() returns null and only counts, so the "how many bytes" function of a
+// launcher runs the same sequence of take() calls as the launcher itself. Every block is 16-byte aligned.
+class Workspace {
+ public:
+  Workspace() = default;
+  Workspace(void* base, std::size_t bytes) : base_(static_cast<char*>(base)), capacity_(bytes) {}
+  template <typename T>
+  T* take(int64_t count) {
+    const std::size_t offset = used_;
+    used_ += (static_cast<std::size_t>(count) * sizeof(T) + 15) / 16 * 16;
+    if (!base_) return nullptr;
+    if (used_ > capacity_)
+      throw std::invalid_argument(::mome::str("workspace too small: ", capacity_, " bytes, need at least ", used_));
+    return reinterpret_cast<T*>(base_ + offset);
+  }
+  bool planning() const { return base_ == nullptr; }
+  std::size_t used() const { return used_; }
+
+ private:
+  char* base_ = nullptr;
+  std::size_t capacity_ = 0, used_ = 0;
+};
+
+// Calls f(T{}) for the element type of `dtype` (__half, __nv_bfloat16, float, double).
+template <typename F>
+void dispatch_floating(DType dtype, F&& f) {
+  switch (dtype) {
+    case DType::kFloat16: return f(__half{});
+    case DType::kBFloat16: return f(__nv_bfloat16{});
+    case DType::kFloat32: return f(float{});
+    case DType::kFloat64: return f(double{});
+  }
+  throw std::invalid_argument("unknown dtype tag");
+}
 
 // float32 accumulation for half, bfloat16 and float; float64 for double.
 template <typename T>

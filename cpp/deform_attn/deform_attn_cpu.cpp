@@ -1,19 +1,12 @@
-// CPU kernel of mome::deform_attn (see deform_attn.h for the shapes).
+// CPU launchers of mome::deform_attn (see deform_attn.h for the shapes).
 //
 // Bilinear sampling matches grid_sample(align_corners=False, padding_mode="zeros") at 2·loc − 1: the pixel coordinate
 // is x = loc_x · w − 0.5, corners outside the map read zero. Forward parallelises over (b, q) rows, which own their
 // output. Backward parallelises over (b, h) pairs, which own their slice grad_value[b, :, h, :], their grad_loc and
 // grad_attn entries: no atomics, and the result is the same for any thread count.
-#include <ATen/Dispatch.h>
-#include <ATen/Parallel.h>
-#include <ATen/ops/empty.h>
-#include <ATen/ops/empty_like.h>
-#include <ATen/ops/zeros.h>
-#include <ATen/ops/zeros_like.h>
-
 #include <algorithm>
 #include <cmath>
-#include <tuple>
+#include <cstring>
 #include <vector>
 
 #include "deform_attn/deform_attn.h"
@@ -26,23 +19,21 @@ struct Level {
 };
 
 // Reads the level layout and checks it against S (value.size(1)).
-std::vector<Level> read_levels(const at::Tensor& spatial_shapes, const at::Tensor& level_start_index, int64_t S) {
-  auto shapes = spatial_shapes.contiguous();
-  auto starts = level_start_index.contiguous();
-  const int64_t* sp = shapes.data_ptr<int64_t>();
-  const int64_t* st = starts.data_ptr<int64_t>();
-  std::vector<Level> levels(shapes.size(0));
+std::vector<Level> read_levels(const int64_t* sp, const int64_t* st, int64_t Lv, int64_t S) {
+  std::vector<Level> levels(Lv);
   int64_t expected_start = 0;
   for (size_t l = 0; l < levels.size(); ++l) {
     const int64_t h = sp[2 * l], w = sp[2 * l + 1];
-    TORCH_CHECK_VALUE(h >= 1 && w >= 1, "spatial_shapes[", l, "] must be a positive (h, w), got (", h, ", ", w, ")");
-    TORCH_CHECK_VALUE(st[l] == expected_start, "level_start_index[", l, "] must be ", expected_start,
-                      " (the sum of h·w over the previous levels of spatial_shapes), got ", st[l]);
+    if (!(h >= 1 && w >= 1)) value_error("spatial_shapes[", l, "] must be a positive (h, w), got (", h, ", ", w, ")");
+    if (st[l] != expected_start)
+      value_error("level_start_index[", l, "] must be ", expected_start,
+                  " (the sum of h·w over the previous levels of spatial_shapes), got ", st[l]);
     levels[l] = {h, w, st[l]};
     expected_start += h * w;
   }
-  TORCH_CHECK_VALUE(expected_start == S, "value.size(1) must equal the total number of positions in spatial_shapes (",
-                    expected_start, "), got ", S);
+  if (expected_start != S)
+    value_error("value.size(1) must equal the total number of positions in spatial_shapes (", expected_start,
+                "), got ", S);
   return levels;
 }
 
@@ -77,10 +68,10 @@ inline Corners corners_of(T x, T y, int64_t h, int64_t w) {
 template <typename scalar_t>
 void forward_kernel(const scalar_t* value, const std::vector<Level>& levels, const scalar_t* loc,
                     const scalar_t* attn, scalar_t* out, int64_t B, int64_t S, int64_t H, int64_t D, int64_t Q,
-                    int64_t P) {
+                    int64_t P, int threads) {
   const int64_t Lv = static_cast<int64_t>(levels.size());
   const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, H * Lv * P * D / 64));
-  at::parallel_for(0, B * Q, grain, [&](int64_t begin, int64_t end) {
+  parallel_for(0, B * Q, grain, threads, [&](int64_t begin, int64_t end) {
     for (int64_t bq = begin; bq < end; ++bq) {
       const int64_t b = bq / Q;
       for (int64_t hh = 0; hh < H; ++hh) {
@@ -115,10 +106,13 @@ void forward_kernel(const scalar_t* value, const std::vector<Level>& levels, con
 template <typename scalar_t>
 void backward_kernel(const scalar_t* grad_out, const scalar_t* value, const std::vector<Level>& levels,
                      const scalar_t* loc, const scalar_t* attn, scalar_t* grad_value, scalar_t* grad_loc,
-                     scalar_t* grad_attn, int64_t B, int64_t S, int64_t H, int64_t D, int64_t Q, int64_t P) {
+                     scalar_t* grad_attn, int64_t B, int64_t S, int64_t H, int64_t D, int64_t Q, int64_t P,
+                     int threads) {
   using acc_t = double;
   const int64_t Lv = static_cast<int64_t>(levels.size());
-  at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
+  // At least ~32k multiply-adds per chunk: waking a thread for less costs more than it saves.
+  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, Q * Lv * P * 4 * D));
+  parallel_for(0, B * H, grain, threads, [&](int64_t begin, int64_t end) {
     for (int64_t bh = begin; bh < end; ++bh) {
       const int64_t b = bh / H, hh = bh % H;
       // This task owns grad_value[b, :, hh, :]: zero it here, in parallel and right before it is accumulated into.
@@ -179,65 +173,46 @@ void backward_kernel(const scalar_t* grad_out, const scalar_t* value, const std:
   });
 }
 
-void check_cpu(const at::Tensor& value, const at::Tensor& sampling_locations, const at::Tensor& attention_weights) {
-  TORCH_CHECK_VALUE(value.device().is_cpu(), "value must be a CPU tensor for the CPU kernel, got ", value.device());
-  MOME_CHECK_CPU_DTYPE(value);
-  TORCH_CHECK_TYPE(sampling_locations.scalar_type() == value.scalar_type(),
-                   "sampling_locations must have the dtype of value (", value.scalar_type(), ") on the CPU, got ",
-                   sampling_locations.scalar_type());
-  (void)attention_weights;  // its dtype equals sampling_locations' (check_deform_attn_inputs)
-}
-
 }  // namespace
 
-at::Tensor deform_attn_cpu(const at::Tensor& value, const at::Tensor& spatial_shapes,
-                           const at::Tensor& level_start_index, const at::Tensor& sampling_locations,
-                           const at::Tensor& attention_weights) {
-  check_deform_attn_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
-  check_cpu(value, sampling_locations, attention_weights);
-  const int64_t B = value.size(0), S = value.size(1), H = value.size(2), D = value.size(3);
-  const int64_t Q = sampling_locations.size(1), P = sampling_locations.size(4);
-  const auto levels = read_levels(spatial_shapes, level_start_index, S);
-  auto v = value.contiguous();
-  auto loc = sampling_locations.contiguous();
-  auto attn = attention_weights.contiguous();
-  auto out = at::empty({B, Q, H * D}, value.options());
-  if (out.numel() == 0) return out;
-  AT_DISPATCH_FLOATING_TYPES(value.scalar_type(), "deform_attn_cpu", [&] {
-    forward_kernel<scalar_t>(v.data_ptr<scalar_t>(), levels, loc.data_ptr<scalar_t>(), attn.data_ptr<scalar_t>(),
-                             out.data_ptr<scalar_t>(), B, S, H, D, Q, P);
-  });
-  return out;
+void deform_attn_forward_cpu(DType dtype, const void* value, const int64_t* spatial_shapes,
+                             const int64_t* level_start_index, const void* sampling_locations,
+                             const void* attention_weights, void* out, const DeformAttnSizes& n, int threads) {
+  const auto levels = read_levels(spatial_shapes, level_start_index, n.Lv, n.S);
+  if (n.B * n.Q * n.H * n.D == 0) return;
+  auto run = [&](auto tag) {
+    using scalar_t = decltype(tag);
+    forward_kernel<scalar_t>(static_cast<const scalar_t*>(value), levels,
+                             static_cast<const scalar_t*>(sampling_locations),
+                             static_cast<const scalar_t*>(attention_weights), static_cast<scalar_t*>(out), n.B, n.S,
+                             n.H, n.D, n.Q, n.P, threads);
+  };
+  dtype == DType::kFloat64 ? run(double{}) : run(float{});
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> deform_attn_backward_cpu(
-    const at::Tensor& grad_output, const at::Tensor& value, const at::Tensor& spatial_shapes,
-    const at::Tensor& level_start_index, const at::Tensor& sampling_locations, const at::Tensor& attention_weights) {
-  check_deform_attn_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
-  check_cpu(value, sampling_locations, attention_weights);
-  const int64_t B = value.size(0), S = value.size(1), H = value.size(2), D = value.size(3);
-  const int64_t Q = sampling_locations.size(1), P = sampling_locations.size(4);
-  check_deform_attn_grad(grad_output, value, sampling_locations);
-  const auto levels = read_levels(spatial_shapes, level_start_index, S);
-  auto go = grad_output.contiguous();
-  auto v = value.contiguous();
-  auto loc = sampling_locations.contiguous();
-  auto attn = attention_weights.contiguous();
-  auto grad_value = at::empty_like(v);  // zeroed slice by slice inside the kernel
-  auto grad_loc = at::empty_like(loc);
-  auto grad_attn = at::empty_like(attn);
-  if (grad_loc.numel() == 0 || v.numel() == 0) {
-    grad_value.zero_();
-    grad_loc.zero_();
-    grad_attn.zero_();
-    return {grad_value, grad_loc, grad_attn};
+void deform_attn_backward_cpu(DType dtype, const void* grad_output, const void* value, const int64_t* spatial_shapes,
+                              const int64_t* level_start_index, const void* sampling_locations,
+                              const void* attention_weights, void* grad_value, void* grad_sampling_locations,
+                              void* grad_attention_weights, const DeformAttnSizes& n, int threads) {
+  const auto levels = read_levels(spatial_shapes, level_start_index, n.Lv, n.S);
+  const size_t elt = dtype == DType::kFloat64 ? sizeof(double) : sizeof(float);
+  const int64_t n_loc = n.B * n.Q * n.H * n.Lv * n.P;
+  if (n_loc == 0 || n.B * n.S * n.H * n.D == 0) {  // nothing sampled, or nothing to sample from: all zeros
+    const int64_t n_value = n.B * n.S * n.H * n.D;
+    if (n_value) std::memset(grad_value, 0, elt * n_value);
+    if (n_loc) std::memset(grad_sampling_locations, 0, elt * 2 * n_loc);
+    if (n_loc) std::memset(grad_attention_weights, 0, elt * n_loc);
+    return;
   }
-  AT_DISPATCH_FLOATING_TYPES(value.scalar_type(), "deform_attn_backward_cpu", [&] {
-    backward_kernel<scalar_t>(go.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(), levels, loc.data_ptr<scalar_t>(),
-                              attn.data_ptr<scalar_t>(), grad_value.data_ptr<scalar_t>(),
-                              grad_loc.data_ptr<scalar_t>(), grad_attn.data_ptr<scalar_t>(), B, S, H, D, Q, P);
-  });
-  return {grad_value, grad_loc, grad_attn};
+  auto run = [&](auto tag) {
+    using scalar_t = decltype(tag);
+    backward_kernel<scalar_t>(static_cast<const scalar_t*>(grad_output), static_cast<const scalar_t*>(value), levels,
+                              static_cast<const scalar_t*>(sampling_locations),
+                              static_cast<const scalar_t*>(attention_weights), static_cast<scalar_t*>(grad_value),
+                              static_cast<scalar_t*>(grad_sampling_locations),
+                              static_cast<scalar_t*>(grad_attention_weights), n.B, n.S, n.H, n.D, n.Q, n.P, threads);
+  };
+  dtype == DType::kFloat64 ? run(double{}) : run(float{});
 }
 
 }  // namespace mome

@@ -36,18 +36,11 @@
 // zero. Garbage in gives defined output, never an out-of-bounds access.
 //
 // Limits (checked, with a message): B·S·H < 2^32 − 1 (32-bit sort keys) and 4·B·Q·H·Lv·P < 2^31 (32-bit ids).
-#include <ATen/Dispatch.h>
-#include <ATen/ops/empty.h>
-#include <ATen/ops/empty_like.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 
 #include <cub/device/device_radix_sort.cuh>
 
 #include <cstdint>
 #include <limits>
-#include <tuple>
 
 #include "common/cuda_utils.cuh"
 #include "deform_attn/deform_attn.h"
@@ -58,9 +51,7 @@ namespace {
 using cuda::acc_t;
 constexpr int kThreads = 256;
 
-struct Problem {
-  int64_t B, S, H, D, Q, Lv, P;
-};
+using Problem = DeformAttnSizes;
 
 __device__ __forceinline__ float floor_of(float x) { return floorf(x); }
 __device__ __forceinline__ double floor_of(double x) { return floor(x); }
@@ -295,21 +286,6 @@ __global__ void __launch_bounds__(kThreads)
 // ---------------------------------------------------------------------------------------------------------------------
 // Host side.
 
-void check_cuda(const at::Tensor& value, const at::Tensor& sampling_locations) {
-  TORCH_CHECK_VALUE(value.is_cuda(), "value must be a CUDA tensor for the CUDA kernel, got ", value.device());
-  const auto vt = value.scalar_type();
-  TORCH_CHECK_TYPE(vt == at::kHalf || vt == at::kBFloat16 || vt == at::kFloat || vt == at::kDouble,
-                   "value: the CUDA kernel supports float16, bfloat16, float32 and float64, got ", vt);
-  TORCH_CHECK_TYPE(sampling_locations.scalar_type() == vt || sampling_locations.scalar_type() == at::kFloat,
-                   "sampling_locations (and attention_weights) must have the dtype of value (", vt,
-                   ") or float32 on CUDA, got ", sampling_locations.scalar_type());
-}
-
-Problem problem_of(const at::Tensor& value, const at::Tensor& sampling_locations) {
-  return {value.size(0), value.size(1), value.size(2), value.size(3),
-          sampling_locations.size(1), sampling_locations.size(3), sampling_locations.size(4)};
-}
-
 // Lanes per group for C packs, and the grid covering `items` groups.
 struct Launch {
   int G;
@@ -318,166 +294,187 @@ struct Launch {
 Launch launch_of(int64_t items, int64_t C) {
   const int G = static_cast<int>(std::min<int64_t>(cuda::kWarp, cuda::next_pow2(std::max<int64_t>(C, 1))));
   const int64_t blocks = cuda::ceil_div(items * G, kThreads);
-  TORCH_CHECK_VALUE(blocks <= std::numeric_limits<int32_t>::max(), "deform_attn: too many rows for one launch (",
-                    items, ")");
+  if (blocks > std::numeric_limits<int32_t>::max()) value_error("deform_attn: too many rows for one launch (", items, ")");
   return {G, static_cast<unsigned>(blocks)};
 }
 
 template <typename T, typename L>
-void launch_forward(const at::Tensor& v, const at::Tensor& shapes, const at::Tensor& starts, const at::Tensor& loc,
-                    const at::Tensor& attn, at::Tensor& out, const Problem& pr, cudaStream_t stream) {
+void launch_forward(const T* v, const int64_t* shapes, const int64_t* starts, const L* loc, const L* attn, T* out,
+                    const Problem& pr, cudaStream_t stream) {
   constexpr int VP = 16 / sizeof(T);
-  const int V = cuda::pack_width<T>(pr.D, {v.data_ptr(), out.data_ptr()});
+  const int V = cuda::pack_width<T>(pr.D, {v, out});
   const Launch ln = launch_of(pr.B * pr.Q * pr.H, pr.D / V);
   auto args = [&](auto kernel) {
-    kernel<<<ln.blocks, kThreads, 0, stream>>>(v.data_ptr<T>(), shapes.data_ptr<int64_t>(),
-                                               starts.data_ptr<int64_t>(), loc.data_ptr<L>(), attn.data_ptr<L>(),
-                                               out.data_ptr<T>(), pr, ln.G);
+    kernel<<<ln.blocks, kThreads, 0, stream>>>(v, shapes, starts, loc, attn, out, pr, ln.G);
   };
   if (V == VP) {
     args(forward_kernel<T, L, VP>);
   } else {
     args(forward_kernel<T, L, 1>);
   }
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  MOME_KERNEL_LAUNCH_CHECK();
+}
+
+// The backward's scratch, carved from the caller's workspace in this order (the size query runs the same code).
+template <typename A>
+struct BackwardScratch {
+  uint32_t* keys;  // (2, E4): [0] unsorted, [1] sorted
+  int32_t* ids;    // (2, E4)
+  A* corner_w;     // (E4,)
+  int32_t* bounds;  // (2, rows): [0] begin, [1] end
+  void* sort_temp;
+  size_t sort_bytes;
+};
+
+template <typename A>
+BackwardScratch<A> carve(cuda::Workspace& ws, int64_t E4, int64_t rows, int end_bit) {
+  BackwardScratch<A> s;
+  s.keys = ws.take<uint32_t>(2 * E4);
+  s.ids = ws.take<int32_t>(2 * E4);
+  s.corner_w = ws.take<A>(E4);
+  s.bounds = ws.take<int32_t>(2 * rows);
+  s.sort_bytes = 0;
+  MOME_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(nullptr, s.sort_bytes, s.keys, s.keys + E4, s.ids, s.ids + E4,
+                                                  static_cast<int>(E4), 0, end_bit));
+  s.sort_bytes = std::max<size_t>(s.sort_bytes, 1);
+  s.sort_temp = ws.take<char>(static_cast<int64_t>(s.sort_bytes));
+  return s;
+}
+
+struct BackwardShape {
+  int64_t E4, rows;
+  uint32_t sentinel;
+  int end_bit;
+};
+
+BackwardShape backward_shape(const Problem& pr) {
+  BackwardShape b;
+  b.E4 = 4 * pr.B * pr.Q * pr.H * pr.Lv * pr.P;
+  b.rows = pr.B * pr.S * pr.H;  // grad_value rows; also the sentinel key
+  if (b.rows >= int64_t(std::numeric_limits<uint32_t>::max()))
+    value_error("deform_attn CUDA backward: value.size(0)·size(1)·size(2) must be < 2^32 − 1, got ", b.rows);
+  if (b.E4 >= int64_t(std::numeric_limits<int32_t>::max()))
+    value_error("deform_attn CUDA backward: 4·B·Q·H·Lv·P (sampling_locations.numel() · 2) must be < 2^31, got ", b.E4);
+  b.sentinel = static_cast<uint32_t>(b.rows);
+  b.end_bit = 0;
+  while (b.end_bit < 32 && (uint64_t(1) << b.end_bit) <= uint64_t(b.sentinel)) ++b.end_bit;  // bits of `sentinel`
+  return b;
 }
 
 template <typename T, typename L>
-void launch_backward(const at::Tensor& go, const at::Tensor& v, const at::Tensor& shapes, const at::Tensor& starts,
-                     const at::Tensor& loc, const at::Tensor& attn, at::Tensor& grad_value, at::Tensor& grad_loc,
-                     at::Tensor& grad_attn, const Problem& pr, cudaStream_t stream) {
+void launch_backward(const T* go, const T* v, const int64_t* shapes, const int64_t* starts, const L* loc,
+                     const L* attn, T* grad_value, L* grad_loc, L* grad_attn, cuda::Workspace& ws, const Problem& pr,
+                     cudaStream_t stream) {
   using A = acc_t<T>;
   constexpr int VP = 16 / sizeof(T);
-  const int64_t E4 = 4 * pr.B * pr.Q * pr.H * pr.Lv * pr.P;
-  const int64_t rows = pr.B * pr.S * pr.H;  // grad_value rows; also the sentinel key
-  TORCH_CHECK_VALUE(rows < int64_t(std::numeric_limits<uint32_t>::max()),
-                    "deform_attn CUDA backward: value.size(0)·size(1)·size(2) must be < 2^32 − 1, got ", rows);
-  TORCH_CHECK_VALUE(E4 < int64_t(std::numeric_limits<int32_t>::max()),
-                    "deform_attn CUDA backward: 4·B·Q·H·Lv·P (sampling_locations.numel() · 2) must be < 2^31, got ",
-                    E4);
-  const uint32_t sentinel = static_cast<uint32_t>(rows);
-  int end_bit = 0;
-  while (end_bit < 32 && (uint64_t(1) << end_bit) <= uint64_t(sentinel)) ++end_bit;  // bits of `sentinel`
-
-  const auto i32 = v.options().dtype(at::kInt);
-  auto keys = at::empty({2, E4}, i32);  // [0] unsorted, [1] sorted (uint32 bits in int32 storage)
-  auto ids = at::empty({2, E4}, i32);
-  at::Tensor corner_w = at::empty({E4}, v.options().dtype(c10::CppTypeToScalarType<A>::value));
-  auto bounds = at::empty({2, rows}, i32);  // [0] begin, [1] end
-  uint32_t* keys_in = reinterpret_cast<uint32_t*>(keys.data_ptr<int32_t>());
+  const BackwardShape bs = backward_shape(pr);
+  const int64_t E4 = bs.E4, rows = bs.rows;
+  const uint32_t sentinel = bs.sentinel;
+  const BackwardScratch<A> scratch = carve<A>(ws, E4, rows, bs.end_bit);
+  uint32_t* keys_in = scratch.keys;
   uint32_t* keys_out = keys_in + E4;
-  int32_t* ids_in = ids.data_ptr<int32_t>();
+  int32_t* ids_in = scratch.ids;
   int32_t* ids_out = ids_in + E4;
-  int32_t* begin = bounds.data_ptr<int32_t>();
+  int32_t* begin = scratch.bounds;
   int32_t* end = begin + rows;
-  A* cw = corner_w.data_ptr<A>();
+  A* cw = scratch.corner_w;
 
-  const int V = cuda::pack_width<T>(pr.D, {v.data_ptr(), go.data_ptr(), grad_value.data_ptr()});
+  const int V = cuda::pack_width<T>(pr.D, {v, go, grad_value});
   {
     const Launch ln = launch_of(pr.B * pr.Q * pr.H, pr.D / V);
     auto args = [&](auto kernel) {
-      kernel<<<ln.blocks, kThreads, 0, stream>>>(go.data_ptr<T>(), v.data_ptr<T>(), shapes.data_ptr<int64_t>(),
-                                                 starts.data_ptr<int64_t>(), loc.data_ptr<L>(), attn.data_ptr<L>(),
-                                                 grad_loc.data_ptr<L>(), grad_attn.data_ptr<L>(), keys_in, ids_in,
-                                                 cw, pr, ln.G, sentinel);
+      kernel<<<ln.blocks, kThreads, 0, stream>>>(go, v, shapes, starts, loc, attn, grad_loc, grad_attn, keys_in,
+                                                 ids_in, cw, pr, ln.G, sentinel);
     };
     if (V == VP) {
       args(backward_points_kernel<T, L, VP>);
     } else {
       args(backward_points_kernel<T, L, 1>);
     }
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    MOME_KERNEL_LAUNCH_CHECK();
   }
 
-  size_t temp_bytes = 0;
-  C10_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(nullptr, temp_bytes, keys_in, keys_out, ids_in, ids_out,
-                                                 static_cast<int>(E4), 0, end_bit, stream));
-  auto temp = at::empty({static_cast<int64_t>(std::max<size_t>(temp_bytes, 1))}, v.options().dtype(at::kByte));
-  C10_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(temp.data_ptr(), temp_bytes, keys_in, keys_out, ids_in, ids_out,
-                                                 static_cast<int>(E4), 0, end_bit, stream));
-  C10_CUDA_CHECK(cudaGetLastError());
+  size_t temp_bytes = scratch.sort_bytes;
+  MOME_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(scratch.sort_temp, temp_bytes, keys_in, keys_out, ids_in, ids_out,
+                                                  static_cast<int>(E4), 0, bs.end_bit, stream));
+  MOME_CUDA_CHECK(cudaGetLastError());
 
-  C10_CUDA_CHECK(cudaMemsetAsync(begin, 0, 2 * rows * sizeof(int32_t), stream));
+  MOME_CUDA_CHECK(cudaMemsetAsync(begin, 0, 2 * rows * sizeof(int32_t), stream));
   segment_bounds_kernel<<<static_cast<unsigned>(cuda::ceil_div(E4, kThreads)), kThreads, 0, stream>>>(
       keys_out, E4, sentinel, begin, end);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  MOME_KERNEL_LAUNCH_CHECK();
 
   {
     const Launch ln = launch_of(rows, pr.D / V);
     auto args = [&](auto kernel) {
-      kernel<<<ln.blocks, kThreads, 0, stream>>>(go.data_ptr<T>(), begin, end, ids_out, cw, grad_value.data_ptr<T>(),
-                                                 pr, ln.G);
+      kernel<<<ln.blocks, kThreads, 0, stream>>>(go, begin, end, ids_out, cw, grad_value, pr, ln.G);
     };
     if (V == VP) {
       args(backward_gather_kernel<T, VP>);
     } else {
       args(backward_gather_kernel<T, 1>);
     }
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    MOME_KERNEL_LAUNCH_CHECK();
   }
 }
 
 }  // namespace
 
-at::Tensor deform_attn_cuda(const at::Tensor& value, const at::Tensor& spatial_shapes,
-                            const at::Tensor& level_start_index, const at::Tensor& sampling_locations,
-                            const at::Tensor& attention_weights) {
-  check_deform_attn_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
-  check_cuda(value, sampling_locations);
-  const c10::cuda::CUDAGuard guard(value.device());
-  const Problem pr = problem_of(value, sampling_locations);
-  auto v = value.contiguous();
-  auto shapes = spatial_shapes.contiguous();
-  auto starts = level_start_index.contiguous();
-  auto loc = sampling_locations.contiguous();
-  auto attn = attention_weights.contiguous();
-  auto out = at::empty({pr.B, pr.Q, pr.H * pr.D}, v.options());
-  if (out.numel() == 0) return out;
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, v.scalar_type(), "deform_attn_cuda", [&] {
-    if (loc.scalar_type() == v.scalar_type()) {
-      launch_forward<scalar_t, scalar_t>(v, shapes, starts, loc, attn, out, pr, stream);
+// Locations and weights: the value dtype, or float32 (`loc_dtype`).
+template <typename F>
+void dispatch_loc(DType dtype, DType loc_dtype, F&& f) {
+  cuda::dispatch_floating(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    if (loc_dtype == dtype) {
+      f(T{}, T{});
+    } else if (loc_dtype == DType::kFloat32) {
+      f(T{}, float{});
     } else {
-      launch_forward<scalar_t, float>(v, shapes, starts, loc, attn, out, pr, stream);
+      value_error("sampling_locations (and attention_weights) must have the dtype of value or float32 on CUDA");
     }
   });
-  return out;
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> deform_attn_backward_cuda(
-    const at::Tensor& grad_output, const at::Tensor& value, const at::Tensor& spatial_shapes,
-    const at::Tensor& level_start_index, const at::Tensor& sampling_locations, const at::Tensor& attention_weights) {
-  check_deform_attn_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
-  check_cuda(value, sampling_locations);
-  const Problem pr = problem_of(value, sampling_locations);
-  check_deform_attn_grad(grad_output, value, sampling_locations);
-  const c10::cuda::CUDAGuard guard(value.device());
-  auto go = grad_output.contiguous();
-  auto v = value.contiguous();
-  auto shapes = spatial_shapes.contiguous();
-  auto starts = level_start_index.contiguous();
-  auto loc = sampling_locations.contiguous();
-  auto attn = attention_weights.contiguous();
-  auto grad_value = at::empty_like(v);
-  auto grad_loc = at::empty_like(loc);
-  auto grad_attn = at::empty_like(attn);
-  if (v.numel() == 0 || grad_loc.numel() == 0) {  // nothing sampled, or nothing to sample from
-    grad_value.zero_();
-    grad_loc.zero_();
-    grad_attn.zero_();
-    return {grad_value, grad_loc, grad_attn};
-  }
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, v.scalar_type(), "deform_attn_backward_cuda", [&] {
-    if (loc.scalar_type() == v.scalar_type()) {
-      launch_backward<scalar_t, scalar_t>(go, v, shapes, starts, loc, attn, grad_value, grad_loc, grad_attn, pr,
-                                          stream);
-    } else {
-      launch_backward<scalar_t, float>(go, v, shapes, starts, loc, attn, grad_value, grad_loc, grad_attn, pr,
-                                       stream);
-    }
+void deform_attn_forward_cuda(DType dtype, DType loc_dtype, const void* value, const int64_t* spatial_shapes,
+                              const int64_t* level_start_index, const void* sampling_locations,
+                              const void* attention_weights, void* out, const DeformAttnSizes& n, int device,
+                              std::uintptr_t stream) {
+  if (n.B * n.Q * n.H * n.D == 0) return;
+  const cuda::DeviceGuard guard(device);
+  dispatch_loc(dtype, loc_dtype, [&](auto t, auto l) {
+    using T = decltype(t);
+    using L = decltype(l);
+    launch_forward<T, L>(static_cast<const T*>(value), spatial_shapes, level_start_index,
+                         static_cast<const L*>(sampling_locations), static_cast<const L*>(attention_weights),
+                         static_cast<T*>(out), n, cuda::as_stream(stream));
   });
-  return {grad_value, grad_loc, grad_attn};
+}
+
+std::size_t deform_attn_backward_workspace_cuda(DType dtype, const DeformAttnSizes& n, int device) {
+  const cuda::DeviceGuard guard(device);  // cub's size query reads the current device's properties
+  const BackwardShape bs = backward_shape(n);
+  cuda::Workspace plan;
+  cuda::dispatch_floating(dtype, [&](auto tag) { carve<acc_t<decltype(tag)>>(plan, bs.E4, bs.rows, bs.end_bit); });
+  return plan.used();
+}
+
+void deform_attn_backward_cuda(DType dtype, DType loc_dtype, const void* grad_output, const void* value,
+                               const int64_t* spatial_shapes, const int64_t* level_start_index,
+                               const void* sampling_locations, const void* attention_weights, void* grad_value,
+                               void* grad_sampling_locations, void* grad_attention_weights, void* workspace,
+                               std::size_t workspace_bytes, const DeformAttnSizes& n, int device,
+                               std::uintptr_t stream) {
+  const cuda::DeviceGuard guard(device);
+  cuda::Workspace ws(workspace, workspace_bytes);
+  dispatch_loc(dtype, loc_dtype, [&](auto t, auto l) {
+    using T = decltype(t);
+    using L = decltype(l);
+    launch_backward<T, L>(static_cast<const T*>(grad_output), static_cast<const T*>(value), spatial_shapes,
+                          level_start_index, static_cast<const L*>(sampling_locations),
+                          static_cast<const L*>(attention_weights), static_cast<T*>(grad_value),
+                          static_cast<L*>(grad_sampling_locations), static_cast<L*>(grad_attention_weights), ws, n,
+                          cuda::as_stream(stream));
+  });
 }
 
 }  // namespace mome

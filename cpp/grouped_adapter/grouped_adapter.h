@@ -7,158 +7,58 @@
 //
 // mome::grouped_adapter_sorted takes rows already grouped by expert instead of expert_ids: expert_offsets (K + 1,)
 // int64 with 0 = offsets[0] <= ... <= offsets[K] = T; expert e owns rows [offsets[e], offsets[e + 1]).
+//
+// Launchers: contiguous tensors allocated by the caller (python/mome/ops/grouped_adapter.py); an absent optional
+// tensor (gate, residual, perm) is a null pointer.
 #pragma once
-#include <ATen/core/Tensor.h>
-#include <c10/util/Optional.h>
+#include <cstddef>
+#include <cstdint>
 
-#include <tuple>
-
-#include "common/checks.h"
+#include "common/core.h"
 
 namespace mome {
 
-// Everything but the routing argument (expert_ids or expert_offsets).
-inline void check_grouped_adapter_params(const at::Tensor& x, const at::Tensor& w_down, const at::Tensor& b_down,
-                                         const at::Tensor& w_up, const at::Tensor& b_up, const at::Tensor& scale,
-                                         const std::optional<at::Tensor>& gate) {
-  MOME_CHECK_RANK(x, 2, "(T, D)");
-  MOME_CHECK_RANK(w_down, 3, "(K, D, R)");
-  MOME_CHECK_RANK(b_down, 2, "(K, R)");
-  MOME_CHECK_RANK(w_up, 3, "(K, R, D)");
-  MOME_CHECK_RANK(b_up, 2, "(K, D)");
-  MOME_CHECK_RANK(scale, 1, "(K,)");
-  MOME_CHECK_FLOATING(x);
-  const int64_t T = x.size(0), D = x.size(1), K = w_down.size(0), R = w_down.size(2);
-  TORCH_CHECK_VALUE(K >= 1, "w_down must hold at least one expert, got shape ", shape_str(w_down));
-  MOME_CHECK_SIZE(w_down, 1, D, "the model width x.size(1)");
-  MOME_CHECK_SIZE(b_down, 0, K, "the number of experts w_down.size(0)");
-  MOME_CHECK_SIZE(b_down, 1, R, "the rank w_down.size(2)");
-  MOME_CHECK_SIZE(w_up, 0, K, "the number of experts w_down.size(0)");
-  MOME_CHECK_SIZE(w_up, 1, R, "the rank w_down.size(2)");
-  MOME_CHECK_SIZE(w_up, 2, D, "the model width x.size(1)");
-  MOME_CHECK_SIZE(b_up, 0, K, "the number of experts w_down.size(0)");
-  MOME_CHECK_SIZE(b_up, 1, D, "the model width x.size(1)");
-  MOME_CHECK_SIZE(scale, 0, K, "the number of experts w_down.size(0)");
-  MOME_CHECK_DTYPE(w_down, x.scalar_type());
-  MOME_CHECK_DTYPE(b_down, x.scalar_type());
-  MOME_CHECK_DTYPE(w_up, x.scalar_type());
-  MOME_CHECK_DTYPE(b_up, x.scalar_type());
-  MOME_CHECK_DTYPE(scale, x.scalar_type());
-  MOME_CHECK_SAME_DEVICE(w_down, x);
-  MOME_CHECK_SAME_DEVICE(b_down, x);
-  MOME_CHECK_SAME_DEVICE(w_up, x);
-  MOME_CHECK_SAME_DEVICE(b_up, x);
-  MOME_CHECK_SAME_DEVICE(scale, x);
-  if (gate.has_value()) {
-    const at::Tensor& gate_ = *gate;
-    TORCH_CHECK_VALUE(gate_.dim() == 1, "gate must have rank 1 (T,), got shape ", shape_str(gate_));
-    TORCH_CHECK_VALUE(gate_.size(0) == T, "gate.size(0) must equal the number of rows x.size(0) (", T, "), got ",
-                      gate_.size(0));
-    TORCH_CHECK_TYPE(gate_.scalar_type() == x.scalar_type(), "gate must have dtype ", x.scalar_type(), ", got ",
-                     gate_.scalar_type());
-    TORCH_CHECK_VALUE(gate_.device() == x.device(), "gate must be on the same device as x (", x.device(), "), got ",
-                      gate_.device());
-  }
-}
-
-inline void check_grouped_adapter_inputs(const at::Tensor& x, const at::Tensor& expert_ids, const at::Tensor& w_down,
-                                         const at::Tensor& b_down, const at::Tensor& w_up, const at::Tensor& b_up,
-                                         const at::Tensor& scale, const std::optional<at::Tensor>& gate) {
-  MOME_CHECK_RANK(x, 2, "(T, D)");
-  MOME_CHECK_RANK(expert_ids, 1, "(T,)");
-  MOME_CHECK_INDEX(expert_ids);
-  MOME_CHECK_SIZE(expert_ids, 0, x.size(0), "the number of rows x.size(0)");
-  MOME_CHECK_SAME_DEVICE(expert_ids, x);
-  check_grouped_adapter_params(x, w_down, b_down, w_up, b_up, scale, gate);
-}
-
-inline void check_grouped_adapter_residual(const at::Tensor& x, const std::optional<at::Tensor>& residual) {
-  if (!residual.has_value()) return;
-  const at::Tensor& residual_ = *residual;
-  TORCH_CHECK_VALUE(residual_.dim() == 2 && residual_.size(0) == x.size(0) && residual_.size(1) == x.size(1),
-                    "residual must have the shape of x ", shape_str(x), ", got ", shape_str(residual_));
-  TORCH_CHECK_TYPE(residual_.scalar_type() == x.scalar_type(), "residual must have dtype ", x.scalar_type(), ", got ",
-                   residual_.scalar_type());
-  TORCH_CHECK_VALUE(residual_.device() == x.device(), "residual must be on the same device as x (", x.device(),
-                    "), got ", residual_.device());
-}
-
-inline void check_grouped_adapter_grads(const at::Tensor& grad_output, const at::Tensor& x, const at::Tensor& hidden,
-                                        int64_t R) {
-  const int64_t T = x.size(0), D = x.size(1);
-  MOME_CHECK_RANK(grad_output, 2, "(T, D)");
-  TORCH_CHECK_VALUE(grad_output.size(0) == T && grad_output.size(1) == D, "grad_output must have shape (", T, ", ", D,
-                    "), got ", shape_str(grad_output));
-  MOME_CHECK_DTYPE(grad_output, x.scalar_type());
-  MOME_CHECK_SAME_DEVICE(grad_output, x);
-  MOME_CHECK_RANK(hidden, 2, "(T, R)");
-  TORCH_CHECK_VALUE(hidden.size(0) == T && hidden.size(1) == R, "hidden must have shape (", T, ", ", R, "), got ",
-                    shape_str(hidden));
-  MOME_CHECK_DTYPE(hidden, x.scalar_type());
-  MOME_CHECK_SAME_DEVICE(hidden, x);
-}
-
-// Shape, dtype and device of expert_offsets; its values are checked where they can be read (the CPU kernel).
-inline void check_expert_offsets(const at::Tensor& x, const at::Tensor& expert_offsets, int64_t K) {
-  TORCH_CHECK_VALUE(expert_offsets.dim() == 1 && expert_offsets.size(0) == K + 1,
-                    "expert_offsets must have shape (K + 1,) = (", K + 1, ",) (K = w_down.size(0)), got ",
-                    shape_str(expert_offsets));
-  MOME_CHECK_INDEX(expert_offsets);
-  MOME_CHECK_SAME_DEVICE(expert_offsets, x);
-}
-
-// -> (y (T, D), hidden (T, R))
-std::tuple<at::Tensor, at::Tensor> grouped_adapter_cpu(const at::Tensor& x, const at::Tensor& expert_ids,
-                                                       const at::Tensor& w_down, const at::Tensor& b_down,
-                                                       const at::Tensor& w_up, const at::Tensor& b_up,
-                                                       const at::Tensor& scale, const std::optional<at::Tensor>& gate,
-                                                       const std::optional<at::Tensor>& residual);
-
-std::tuple<at::Tensor, at::Tensor> grouped_adapter_sorted_cpu(const at::Tensor& x, const at::Tensor& expert_offsets,
-                                                              const at::Tensor& w_down, const at::Tensor& b_down,
-                                                              const at::Tensor& w_up, const at::Tensor& b_up,
-                                                              const at::Tensor& scale,
-                                                              const std::optional<at::Tensor>& gate,
-                                                              const std::optional<at::Tensor>& residual);
-
-// -> (grad_x, grad_w_down, grad_b_down, grad_w_up, grad_b_up, grad_scale, grad_gate (empty when gate is none))
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
-grouped_adapter_backward_cpu(const at::Tensor& grad_output, const at::Tensor& x, const at::Tensor& expert_ids,
-                             const at::Tensor& hidden, const at::Tensor& w_down, const at::Tensor& b_down,
-                             const at::Tensor& w_up, const at::Tensor& b_up, const at::Tensor& scale,
-                             const std::optional<at::Tensor>& gate);
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
-grouped_adapter_sorted_backward_cpu(const at::Tensor& grad_output, const at::Tensor& x,
-                                    const at::Tensor& expert_offsets, const at::Tensor& hidden,
-                                    const at::Tensor& w_down, const at::Tensor& b_down, const at::Tensor& w_up,
-                                    const at::Tensor& b_up, const at::Tensor& scale,
-                                    const std::optional<at::Tensor>& gate);
+// CPU (float32, float64): the non-GEMM pieces; the per-expert GEMMs are torch's (see grouped_adapter_cpu.cpp).
+// Stable counting sort by expert: perm (T,) = original row of each grouped row, offsets (K + 1,). Throws
+// std::invalid_argument for an id outside [0, K).
+void grouped_adapter_group_rows_cpu(const int64_t* expert_ids, int64_t T, int64_t K, int64_t* perm, int64_t* offsets);
+// Throws std::invalid_argument unless offsets (K + 1,) partition [0, T).
+void grouped_adapter_check_offsets_cpu(const int64_t* offsets, int64_t K, int64_t T);
+// dst[i] = src[perm[i]] and dst[perm[i]] = src[i], rows of row_bytes bytes.
+void gather_rows_cpu(const void* src, const int64_t* perm, void* dst, int64_t rows, int64_t row_bytes, int threads);
+void scatter_rows_cpu(const void* src, const int64_t* perm, void* dst, int64_t rows, int64_t row_bytes, int threads);
+// y[t] = (residual[t] +) scale[e]·gate[t]·(us[i] + b_up[e]) and hidden[t] = hs[i], t = perm[i] (i without perm).
+void grouped_adapter_epilogue_cpu(DType dtype, const int64_t* perm, const int64_t* offsets, const void* scale,
+                                  const void* gate, const void* residual, const void* us, const void* b_up,
+                                  const void* hs, void* y, void* hidden, int64_t T, int64_t D, int64_t R, int64_t K,
+                                  int threads);
+// From gs = [dy @ w_upᵀ | <dy, b_up>] (T, R + 1) and hs (T, R), grouped: hc = [c·h | c] (T, R + 1), dz (T, R),
+// ss (T,), grad_gate (T,) (null without a gate) and grad_scale (K,).
+void grouped_adapter_backward_rows_cpu(DType dtype, const int64_t* perm, const int64_t* offsets, const void* scale,
+                                       const void* gate, const void* gs, const void* hs, void* hc, void* dz, void* ss,
+                                       void* grad_gate, void* grad_scale, int64_t T, int64_t R, int64_t K,
+                                       int threads);
 
 #ifdef MOME_WITH_CUTLASS
-// CUDA kernels (grouped_adapter_cuda.cu): the same contracts as the CPU kernels above.
-std::tuple<at::Tensor, at::Tensor> grouped_adapter_cuda(const at::Tensor& x, const at::Tensor& expert_ids,
-                                                        const at::Tensor& w_down, const at::Tensor& b_down,
-                                                        const at::Tensor& w_up, const at::Tensor& b_up,
-                                                        const at::Tensor& scale, const std::optional<at::Tensor>& gate,
-                                                        const std::optional<at::Tensor>& residual);
-std::tuple<at::Tensor, at::Tensor> grouped_adapter_sorted_cuda(const at::Tensor& x, const at::Tensor& expert_offsets,
-                                                               const at::Tensor& w_down, const at::Tensor& b_down,
-                                                               const at::Tensor& w_up, const at::Tensor& b_up,
-                                                               const at::Tensor& scale,
-                                                               const std::optional<at::Tensor>& gate,
-                                                               const std::optional<at::Tensor>& residual);
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
-grouped_adapter_backward_cuda(const at::Tensor& grad_output, const at::Tensor& x, const at::Tensor& expert_ids,
-                              const at::Tensor& hidden, const at::Tensor& w_down, const at::Tensor& b_down,
-                              const at::Tensor& w_up, const at::Tensor& b_up, const at::Tensor& scale,
-                              const std::optional<at::Tensor>& gate);
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
-grouped_adapter_sorted_backward_cuda(const at::Tensor& grad_output, const at::Tensor& x,
-                                     const at::Tensor& expert_offsets, const at::Tensor& hidden,
-                                     const at::Tensor& w_down, const at::Tensor& b_down, const at::Tensor& w_up,
-                                     const at::Tensor& b_up, const at::Tensor& scale,
-                                     const std::optional<at::Tensor>& gate);
+// CUDA (float16, bfloat16, float32; CUTLASS grouped GEMMs). Exactly one of expert_ids / expert_offsets is non-null.
+// Every input pointer is 16-byte aligned. Scratch: *_workspace_cuda bytes at `workspace` (16-byte aligned).
+struct AdapterSizes {
+  int64_t T, D, R, K;
+};
+std::size_t grouped_adapter_forward_workspace_cuda(DType dtype, const AdapterSizes& n, bool sorted);
+void grouped_adapter_forward_cuda(DType dtype, const int64_t* expert_ids, const int64_t* expert_offsets, const void* x,
+                                  const void* w_down, const void* b_down, const void* w_up, const void* b_up,
+                                  const void* scale, const void* gate, const void* residual, void* y, void* hidden,
+                                  void* workspace, std::size_t workspace_bytes, const AdapterSizes& n, int device,
+                                  std::uintptr_t stream);
+std::size_t grouped_adapter_backward_workspace_cuda(DType dtype, const AdapterSizes& n, bool sorted);
+void grouped_adapter_backward_cuda(DType dtype, const int64_t* expert_ids, const int64_t* expert_offsets,
+                                   const void* grad_output, const void* x, const void* hidden, const void* w_down,
+                                   const void* w_up, const void* b_up, const void* scale, const void* gate,
+                                   void* grad_x, void* grad_w_down, void* grad_b_down, void* grad_w_up,
+                                   void* grad_b_up, void* grad_scale, void* grad_gate, void* workspace,
+                                   std::size_t workspace_bytes, const AdapterSizes& n, int device,
+                                   std::uintptr_t stream);
 #endif
 
 }  // namespace mome

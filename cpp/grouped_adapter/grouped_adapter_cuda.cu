@@ -24,22 +24,13 @@
 // a message naming the argument; mome.ops routes other sizes to the reference). Tensors whose data pointer is not
 // 16-byte aligned (views with an odd storage offset) are copied first. float32 runs SIMT kernels with scalar accesses.
 #ifdef MOME_WITH_CUTLASS
-#include <ATen/core/Tensor.h>
-#include <ATen/ops/empty.h>
-#include <ATen/ops/empty_like.h>
-#include <ATen/ops/zeros.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
-#include <c10/macros/Macros.h>
-#include <c10/util/BFloat16.h>
-#include <c10/util/Half.h>
-
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <limits>
 #include <vector>
 
+#include "common/cuda_utils.cuh"
 #include "grouped_adapter/grouped_adapter.h"
 #include "grouped_adapter/grouped_gemm.h"
 
@@ -65,7 +56,7 @@ __global__ void count_experts_kernel(const int64_t* __restrict__ ids, int64_t T,
   const int64_t begin = int64_t(blockIdx.x) * kSortChunk, end = min(T, begin + kSortChunk);
   for (int64_t t = begin + threadIdx.x; t < end; t += blockDim.x) {
     const int64_t e = ids[t];
-    CUDA_KERNEL_ASSERT_MSG(e >= 0 && e < K, "grouped_adapter: expert_ids out of range [0, K)");
+    MOME_KERNEL_ASSERT_MSG(e >= 0 && e < K, "grouped_adapter: expert_ids out of range [0, K)");
     atomicAdd(&counts[(e >= 0 && e < K) ? int(e) : K], 1);  // a count: the order of the adds does not matter
   }
   __syncthreads();
@@ -138,30 +129,28 @@ __global__ void scatter_rows_kernel(const int64_t* __restrict__ ids, int64_t T, 
 }
 
 struct DeviceGrouping {
-  at::Tensor perm;     // (T,) int64, or undefined for rows already grouped
-  at::Tensor offsets;  // int64 on the device; expert e < K owns sorted rows [offsets[e], offsets[e + 1])
-  bool from_caller;    // offsets given by the caller (sorted entry point): asserted to partition [0, T)
+  const int64_t* perm;     // (T,), or null for rows already grouped
+  const int64_t* offsets;  // on the device; expert e < K owns sorted rows [offsets[e], offsets[e + 1])
+  bool from_caller;        // offsets given by the caller (sorted entry point): asserted to partition [0, T)
 };
 
-DeviceGrouping group_rows_cuda(const at::Tensor& expert_ids, int64_t K, cudaStream_t stream) {
-  const int64_t T = expert_ids.size(0);
+// Scratch from `ws`; launches nothing in planning mode.
+DeviceGrouping group_rows_cuda(const int64_t* ids, int64_t T, int64_t K, cuda::Workspace& ws, cudaStream_t stream) {
   const int nb = int(std::max<int64_t>(1, (T + kSortChunk - 1) / kSortChunk));
-  const auto opts = expert_ids.options();
-  auto ids = expert_ids.contiguous();
-  auto block_counts = at::empty({(K + 1) * nb}, opts.dtype(at::kInt));
-  DeviceGrouping g{at::empty({T}, opts), at::empty({K + 2}, opts), false};
+  int* block_counts = ws.take<int>((K + 1) * nb);
+  int64_t* perm = ws.take<int64_t>(T);
+  int64_t* offsets = ws.take<int64_t>(K + 2);
+  if (ws.planning()) return {perm, offsets, false};
   const size_t smem = sizeof(int) * (K + 1);
-  count_experts_kernel<<<nb, 256, smem, stream>>>(ids.data_ptr<int64_t>(), T, int(K), block_counts.data_ptr<int>(), nb);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-  scan_counts_kernel<<<1, 1024, 0, stream>>>(block_counts.data_ptr<int>(), int((K + 1) * nb), nb, int(K), T,
-                                              g.offsets.data_ptr<int64_t>());
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  count_experts_kernel<<<nb, 256, smem, stream>>>(ids, T, int(K), block_counts, nb);
+  MOME_KERNEL_LAUNCH_CHECK();
+  scan_counts_kernel<<<1, 1024, 0, stream>>>(block_counts, int((K + 1) * nb), nb, int(K), T, offsets);
+  MOME_KERNEL_LAUNCH_CHECK();
   if (T > 0) {
-    scatter_rows_kernel<<<nb, 32, smem, stream>>>(ids.data_ptr<int64_t>(), T, int(K), block_counts.data_ptr<int>(),
-                                                  nb, g.perm.data_ptr<int64_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    scatter_rows_kernel<<<nb, 32, smem, stream>>>(ids, T, int(K), block_counts, nb, perm);
+    MOME_KERNEL_LAUNCH_CHECK();
   }
-  return g;
+  return {perm, offsets, false};
 }
 
 // ------------------------------------------------------------------------------------------------------------------
@@ -198,9 +187,9 @@ __global__ void fill_gemm_args_kernel(FillJob job, const int64_t* __restrict__ o
   if (e >= K) return;
   const int64_t o0 = offsets[e], o1 = offsets[e + 1];
   if (from_caller) {
-    CUDA_KERNEL_ASSERT_MSG(o0 >= 0 && o0 <= o1 && o1 <= T, "grouped_adapter: expert_offsets must be non-decreasing in [0, T]");
-    CUDA_KERNEL_ASSERT_MSG(e != 0 || o0 == 0, "grouped_adapter: expert_offsets[0] must be 0");
-    CUDA_KERNEL_ASSERT_MSG(e != K - 1 || o1 == T, "grouped_adapter: expert_offsets[K] must equal x.size(0)");
+    MOME_KERNEL_ASSERT_MSG(o0 >= 0 && o0 <= o1 && o1 <= T, "grouped_adapter: expert_offsets must be non-decreasing in [0, T]");
+    MOME_KERNEL_ASSERT_MSG(e != 0 || o0 == 0, "grouped_adapter: expert_offsets[0] must be 0");
+    MOME_KERNEL_ASSERT_MSG(e != K - 1 || o1 == T, "grouped_adapter: expert_offsets[K] must equal x.size(0)");
   }
   const int64_t lo = min(max(o0, int64_t(0)), T);
   const int64_t hi = min(max(o1, lo), T);
@@ -221,72 +210,62 @@ __global__ void fill_gemm_args_kernel(FillJob job, const int64_t* __restrict__ o
   }
 }
 
-// Device storage for the argument arrays of several grouped GEMMs, in one allocation.
+// Device storage for the argument arrays of several grouped GEMMs, carved from the workspace.
 class GemmArgsBuffer {
  public:
-  GemmArgsBuffer(const at::Tensor& like, const std::vector<int>& counts) {
-    int64_t bytes = 0;
-    for (int c : counts) bytes += per_problem_bytes() * c + 64;
-    storage_ = at::empty({bytes}, like.options().dtype(at::kByte));
-    char* p = static_cast<char*>(storage_.data_ptr());
+  GemmArgsBuffer(cuda::Workspace& ws, std::initializer_list<int> counts) {
     for (int c : counts) {
       GroupedGemmArgs a;
-      auto take = [&](int64_t n) {
-        char* q = p;
-        p += (n + 15) / 16 * 16;
-        return q;
-      };
-      a.sizes = reinterpret_cast<ProblemSize*>(take(sizeof(ProblemSize) * c));
-      a.a = reinterpret_cast<void**>(take(sizeof(void*) * c));
-      a.b = reinterpret_cast<void**>(take(sizeof(void*) * c));
-      a.c = reinterpret_cast<void**>(take(sizeof(void*) * c));
-      a.d = reinterpret_cast<void**>(take(sizeof(void*) * c));
-      a.lda = reinterpret_cast<int64_t*>(take(sizeof(int64_t) * c));
-      a.ldb = reinterpret_cast<int64_t*>(take(sizeof(int64_t) * c));
-      a.ldc = reinterpret_cast<int64_t*>(take(sizeof(int64_t) * c));
-      a.ldd = reinterpret_cast<int64_t*>(take(sizeof(int64_t) * c));
+      a.sizes = ws.take<ProblemSize>(c);
+      a.a = ws.take<void*>(c);
+      a.b = ws.take<void*>(c);
+      a.c = ws.take<void*>(c);
+      a.d = ws.take<void*>(c);
+      a.lda = ws.take<int64_t>(c);
+      a.ldb = ws.take<int64_t>(c);
+      a.ldc = ws.take<int64_t>(c);
+      a.ldd = ws.take<int64_t>(c);
       args_.push_back(a);
     }
   }
   const GroupedGemmArgs& operator[](size_t i) const { return args_[i]; }
 
  private:
-  static int64_t per_problem_bytes() { return 16 * 10 + sizeof(ProblemSize) + 4 * (sizeof(void*) + sizeof(int64_t)); }
-  at::Tensor storage_;
   std::vector<GroupedGemmArgs> args_;
 };
 
 void fill_gemm_args(const FillJob& job, const DeviceGrouping& g, int64_t K, int64_t T, cudaStream_t stream) {
   const int threads = 128, blocks = int((K + threads - 1) / threads);
-  fill_gemm_args_kernel<<<blocks, threads, 0, stream>>>(job, g.offsets.data_ptr<int64_t>(), int(K), T, g.from_caller);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  fill_gemm_args_kernel<<<blocks, threads, 0, stream>>>(job, g.offsets, int(K), T, g.from_caller);
+  MOME_KERNEL_LAUNCH_CHECK();
 }
 
-Operand rows_of(const at::Tensor& t, int64_t ld) {  // (T, ld) row-blocked by expert
-  return Operand{t.data_ptr(), int64_t(t.element_size()) * ld, 0, ld};
+Operand rows_of(const void* p, int64_t elt, int64_t ld) {  // (T, ld) row-blocked by expert
+  return Operand{p, elt * ld, 0, ld};
 }
-Operand expert_of(const at::Tensor& t, int64_t per_expert, int64_t ld) {  // (K, ...) one block per expert
-  return Operand{t.data_ptr(), 0, int64_t(t.element_size()) * per_expert, ld};
+Operand expert_of(const void* p, int64_t elt, int64_t per_expert, int64_t ld) {  // (K, ...) one block per expert
+  return Operand{p, 0, elt * per_expert, ld};
 }
 
-// Calls f(scalar_t{}) for the three dtypes of the CUDA kernel (no float64 instantiations of the row kernels).
+int64_t element_size(DType dtype) { return dtype == DType::kFloat32 ? 4 : 2; }
+
+// Calls f(T{}) for the three dtypes of the CUDA kernel (no float64 instantiations of the row kernels).
 template <typename F>
-void dispatch_dtype(at::ScalarType dtype, F&& f) {
+void dispatch_dtype(DType dtype, F&& f) {
   switch (dtype) {
-    case at::kHalf: return f(c10::Half{});
-    case at::kBFloat16: return f(c10::BFloat16{});
-    case at::kFloat: return f(float{});
-    default: TORCH_CHECK_TYPE(false, "grouped_adapter (CUDA): unsupported dtype ", dtype);
+    case DType::kFloat16: return f(__half{});
+    case DType::kBFloat16: return f(__nv_bfloat16{});
+    case DType::kFloat32: return f(float{});
+    default: value_error("grouped_adapter (CUDA): unsupported dtype (float16, bfloat16, float32)");
   }
 }
 
-void grouped_gemm(Gemm gemm, at::ScalarType dtype, const GroupedGemmArgs& args, int count, float beta,
-                  cudaStream_t stream) {
+void grouped_gemm(Gemm gemm, DType dtype, const GroupedGemmArgs& args, int count, float beta, cudaStream_t stream) {
   switch (dtype) {
-    case at::kHalf: return grouped_gemm_f16(gemm, args, count, beta, stream);
-    case at::kBFloat16: return grouped_gemm_bf16(gemm, args, count, beta, stream);
-    case at::kFloat: return grouped_gemm_f32(gemm, args, count, beta, stream);
-    default: TORCH_CHECK_TYPE(false, "grouped_adapter (CUDA): unsupported dtype ", dtype);
+    case DType::kFloat16: return grouped_gemm_f16(gemm, args, count, beta, stream);
+    case DType::kBFloat16: return grouped_gemm_bf16(gemm, args, count, beta, stream);
+    case DType::kFloat32: return grouped_gemm_f32(gemm, args, count, beta, stream);
+    default: value_error("grouped_adapter (CUDA): unsupported dtype (float16, bfloat16, float32)");
   }
 }
 
@@ -334,29 +313,25 @@ int grid_for(int64_t n, int threads = 256) {
   return int(std::min<int64_t>(std::max<int64_t>(1, (n + threads - 1) / threads), max_blocks()));
 }
 
-at::Tensor gather_rows(const at::Tensor& src, const at::Tensor& perm, cudaStream_t stream) {
-  auto s = src.contiguous();
-  auto dst = at::empty_like(s);
-  const int64_t rows = s.size(0), row_bytes = s.numel() == 0 ? 0 : s.nbytes() / rows;
-  if (s.numel() == 0) return dst;
+// dst[i] = src[perm[i]], rows of row_bytes bytes.
+void gather_rows(const void* src, int64_t rows, int64_t row_bytes, const int64_t* perm, void* dst,
+                 cudaStream_t stream) {
+  if (rows * row_bytes == 0) return;
   auto go = [&](auto vec) {
     using V = decltype(vec);  // divides the row size and the alignment of both pointers
     const int64_t row_vecs = row_bytes / int64_t(sizeof(V));
     gather_rows_kernel<V><<<grid_for(rows * row_vecs), 256, 0, stream>>>(
-        static_cast<const char*>(s.data_ptr()), perm.data_ptr<int64_t>(), static_cast<char*>(dst.data_ptr()), rows,
-        row_vecs);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+        static_cast<const char*>(src), perm, static_cast<char*>(dst), rows, row_vecs);
+    MOME_KERNEL_LAUNCH_CHECK();
   };
-  // src may be a view with any storage offset (the unsorted path gathers x and grad_output as the caller gave them):
-  // the vector width must divide its address as well as the row size, or the loads fault (misaligned address).
-  const uintptr_t bits = reinterpret_cast<uintptr_t>(s.data_ptr()) | reinterpret_cast<uintptr_t>(dst.data_ptr()) |
+  // The vector width must divide both addresses as well as the row size, or the loads fault (misaligned address).
+  const uintptr_t bits = reinterpret_cast<uintptr_t>(src) | reinterpret_cast<uintptr_t>(dst) |
                          static_cast<uintptr_t>(row_bytes);
   if (bits % 16 == 0) go(uint4{});
   else if (bits % 8 == 0) go(uint2{});
   else if (bits % 4 == 0) go(uint32_t{});
   else if (bits % 2 == 0) go(uint16_t{});
   else go(uint8_t{});
-  return dst;
 }
 
 // out[perm[i]] = (residual[perm[i]] +) src[i]; rows past offsets[K] (invalid expert ids) become NaN.
@@ -375,14 +350,12 @@ __global__ void scatter_rows_kernel_t(const T* __restrict__ src, const int64_t* 
 }
 
 template <typename T>
-void scatter_rows(const at::Tensor& src, const DeviceGrouping& g, const T* residual, int64_t K, at::Tensor& out,
-                  cudaStream_t stream) {
-  const int64_t rows = src.size(0), width = src.size(1);
+void scatter_rows(const T* src, int64_t rows, int64_t width, const DeviceGrouping& g, const T* residual, int64_t K,
+                  T* out, cudaStream_t stream) {
   if (rows * width == 0) return;
-  scatter_rows_kernel_t<T><<<grid_for(rows * width), 256, 0, stream>>>(
-      src.data_ptr<T>(), g.perm.data_ptr<int64_t>(), residual, g.offsets.data_ptr<int64_t>(), int(K),
-      out.data_ptr<T>(), rows, width);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  scatter_rows_kernel_t<T><<<grid_for(rows * width), 256, 0, stream>>>(src, g.perm, residual, g.offsets, int(K), out,
+                                                                       rows, width);
+  MOME_KERNEL_LAUNCH_CHECK();
 }
 
 // B'[e] = [w_up[e]; b_up[e]; 0]  (K, Rp, D)
@@ -473,82 +446,63 @@ __global__ void segment_sum_kernel(const float* __restrict__ in, int64_t ld, int
 }
 
 template <typename T>
-void segment_sum(const at::Tensor& in, int64_t ld, int width, const at::Tensor& offsets, int64_t K, at::Tensor& out,
+void segment_sum(const float* in, int64_t rows, int64_t ld, int width, const int64_t* offsets, int64_t K, T* out,
                  cudaStream_t stream) {
   if (width == 0) return;  // R = 0: db_down is empty, and a grid of 0 blocks is an invalid launch
   const dim3 grid((width + 31) / 32, unsigned(K)), block(32, 32);
-  segment_sum_kernel<T><<<grid, block, 0, stream>>>(in.data_ptr<float>(), ld, width, offsets.data_ptr<int64_t>(),
-                                                     in.size(0), out.data_ptr<T>());
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  segment_sum_kernel<T><<<grid, block, 0, stream>>>(in, ld, width, offsets, rows, out);
+  MOME_KERNEL_LAUNCH_CHECK();
 }
 
 // ------------------------------------------------------------------------------------------------------------------
 // Entry points
 // ------------------------------------------------------------------------------------------------------------------
 
-// Contiguous, and 16-byte aligned for CUTLASS's vector accesses (a view with an odd storage offset is copied).
-at::Tensor dense(const at::Tensor& t) {
-  auto c = t.contiguous();
-  if (reinterpret_cast<uintptr_t>(c.data_ptr()) % 16 != 0) c = c.clone();
-  return c;
-}
-
-void check_cuda_inputs(const at::Tensor& x, const at::Tensor& w_down) {
-  TORCH_CHECK_VALUE(x.is_cuda(), "x must be a CUDA tensor for the CUDA kernel, got ", x.device());
-  const auto dtype = x.scalar_type();
-  TORCH_CHECK_TYPE(dtype == at::kHalf || dtype == at::kBFloat16 || dtype == at::kFloat, "x: the CUDA kernel of "
-                   "grouped_adapter supports float16, bfloat16 and float32, got ", dtype,
-                   " (mome.ops falls back to the PyTorch reference for other dtypes)");
-  const int64_t D = x.size(1), R = w_down.size(2), K = w_down.size(0);
-  if (dtype != at::kFloat) {
-    TORCH_CHECK_VALUE(D % 8 == 0, "x.size(1) (the model width D = ", D, ") must be a multiple of 8 for the ", dtype,
-                      " CUDA kernel (CUTLASS 128-bit accesses); mome.ops falls back to the reference for such sizes");
-    TORCH_CHECK_VALUE(R % 8 == 0, "w_down.size(2) (the rank R = ", R, ") must be a multiple of 8 for the ", dtype,
-                      " CUDA kernel (CUTLASS 128-bit accesses); mome.ops falls back to the reference for such sizes");
+void check_sizes(DType dtype, const AdapterSizes& n) {
+  if (dtype != DType::kFloat32) {
+    if (n.D % 8) value_error("x.size(1) (the model width D = ", n.D, ") must be a multiple of 8 for the float16/bfloat16 "
+                             "CUDA kernel (CUTLASS 128-bit accesses); mome.ops falls back to the reference for such sizes");
+    if (n.R % 8) value_error("w_down.size(2) (the rank R = ", n.R, ") must be a multiple of 8 for the float16/bfloat16 "
+                             "CUDA kernel (CUTLASS 128-bit accesses); mome.ops falls back to the reference for such sizes");
   }
-  TORCH_CHECK_VALUE(x.size(0) < (int64_t(1) << 31) && K < 4096 && R + kRowPad < (int64_t(1) << 31) &&
-                        D < (int64_t(1) << 31),
-                    "grouped_adapter (CUDA): x has ", x.size(0), " rows and w_down ", K,
-                    " experts; the kernel supports fewer than 2^31 rows and 4096 experts");
+  if (!(n.T < (int64_t(1) << 31) && n.K < 4096 && n.R + kRowPad < (int64_t(1) << 31) && n.D < (int64_t(1) << 31)))
+    value_error("grouped_adapter (CUDA): x has ", n.T, " rows and w_down ", n.K,
+                " experts; the kernel supports fewer than 2^31 rows and 4096 experts");
 }
 
-// Forward on grouped rows. `g.perm` undefined: x, gate and residual are already in grouped order.
-std::tuple<at::Tensor, at::Tensor> forward_cuda(const DeviceGrouping& g, const at::Tensor& x_in,
-                                                const at::Tensor& w_down_in, const at::Tensor& b_down_in,
-                                                const at::Tensor& w_up_in, const at::Tensor& b_up_in,
-                                                const at::Tensor& scale_in, const std::optional<at::Tensor>& gate,
-                                                const std::optional<at::Tensor>& residual, cudaStream_t stream) {
-  const int64_t T = x_in.size(0), D = x_in.size(1), K = w_down_in.size(0), R = w_down_in.size(2), Rp = R + kRowPad;
-  const auto dtype = x_in.scalar_type();
-  auto y = at::empty({T, D}, x_in.options());
-  auto hidden = at::empty({T, R}, x_in.options());
-  if (T == 0) return {y, hidden};
-  const bool sorted = !g.perm.defined();
-  auto xs = sorted ? dense(x_in) : gather_rows(x_in, g.perm, stream);
-  auto w_down = dense(w_down_in), b_down = dense(b_down_in), w_up = dense(w_up_in), b_up = dense(b_up_in);
-  auto scale = dense(scale_in);
-  at::Tensor gate_t = gate.has_value() ? dense(*gate) : at::Tensor();
-  at::Tensor res_t = residual.has_value() ? dense(*residual) : at::Tensor();
-  auto hs = sorted ? hidden : at::empty({T, R}, x_in.options());
-  auto a_aug = at::empty({T, Rp}, x_in.options());
-  auto b_aug = at::empty({K, Rp, D}, x_in.options());
-  auto ys = sorted ? y : at::empty({T, D}, x_in.options());
+// Forward on grouped rows. Every scratch block is taken from `ws` before the first launch; in planning mode nothing
+// is launched (the workspace size is then ws.used()). Null `expert_ids`: x, gate and residual are in grouped order.
+void forward(DType dtype, const int64_t* expert_ids, const int64_t* expert_offsets, const void* x, const void* w_down,
+             const void* b_down, const void* w_up, const void* b_up, const void* scale, const void* gate,
+             const void* residual, void* y, void* hidden, cuda::Workspace& ws, const AdapterSizes& n,
+             cudaStream_t stream) {
+  const int64_t T = n.T, D = n.D, K = n.K, R = n.R, Rp = R + kRowPad, es = element_size(dtype);
+  const bool sorted = expert_ids == nullptr;
+  const DeviceGrouping g =
+      sorted ? DeviceGrouping{nullptr, expert_offsets, true} : group_rows_cuda(expert_ids, T, K, ws, stream);
+  void* xs = sorted ? const_cast<void*>(x) : ws.take<char>(T * D * es);
+  void* hs = sorted ? hidden : ws.take<char>(T * R * es);
+  void* a_aug = ws.take<char>(T * Rp * es);
+  void* b_aug = ws.take<char>(K * Rp * D * es);
+  void* ys = sorted ? y : ws.take<char>(T * D * es);
+  GemmArgsBuffer buf(ws, {int(K), int(K)});
+  if (ws.planning()) return;
+  if (!sorted) gather_rows(x, T, D * es, g.perm, xs, stream);
 
-  GemmArgsBuffer buf(x_in, {int(K), int(K)});
   FillJob job;
   job.count = 2;
   GemmDesc& down = job.desc[0];
-  down.a = rows_of(xs, D);
-  down.b = expert_of(w_down, D * R, R);
-  down.c = expert_of(b_down, R, 0);  // ldc = 0: every row of C is the bias row
-  down.d = rows_of(hs, R);
+  down.a = rows_of(xs, es, D);
+  down.b = expert_of(w_down, es, D * R, R);
+  down.c = expert_of(b_down, es, R, 0);  // ldc = 0: every row of C is the bias row
+  down.d = rows_of(hs, es, R);
   down.m = -1, down.n = int(R), down.k = int(D);
   down.out = buf[0];
   GemmDesc& up = job.desc[1];
-  up.a = rows_of(a_aug, Rp);
-  up.b = expert_of(b_aug, Rp * D, D);
-  if (sorted && res_t.defined()) up.c = rows_of(res_t, D);
-  up.d = rows_of(ys, D);
+  up.a = rows_of(a_aug, es, Rp);
+  up.b = expert_of(b_aug, es, Rp * D, D);
+  if (sorted && residual) up.c = rows_of(residual, es, D);
+  up.d = rows_of(ys, es, D);
   up.m = -1, up.n = int(D), up.k = int(Rp);
   up.out = buf[1];
   fill_gemm_args(job, g, K, T, stream);
@@ -557,85 +511,80 @@ std::tuple<at::Tensor, at::Tensor> forward_cuda(const DeviceGrouping& g, const a
   dispatch_dtype(dtype, [&](auto tag) {
     using scalar_t = decltype(tag);
     augment_up_kernel<scalar_t><<<grid_for(K * Rp * D), 256, 0, stream>>>(
-        w_up.data_ptr<scalar_t>(), b_up.data_ptr<scalar_t>(), b_aug.data_ptr<scalar_t>(), int(K), int(R), int(Rp), D);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+        static_cast<const scalar_t*>(w_up), static_cast<const scalar_t*>(b_up), static_cast<scalar_t*>(b_aug),
+        int(K), int(R), int(Rp), D);
+    MOME_KERNEL_LAUNCH_CHECK();
     augment_hidden_kernel<scalar_t><<<grid_for(T * Rp), 256, 0, stream>>>(
-        hs.data_ptr<scalar_t>(), g.offsets.data_ptr<int64_t>(), int(K),
-        sorted ? nullptr : g.perm.data_ptr<int64_t>(), scale.data_ptr<scalar_t>(),
-        gate_t.defined() ? gate_t.data_ptr<scalar_t>() : nullptr, a_aug.data_ptr<scalar_t>(), T, int(R), int(Rp));
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-    grouped_gemm(Gemm::kUp, dtype, buf[1], int(K), (sorted && res_t.defined()) ? 1.0f : 0.0f, stream);
+        static_cast<const scalar_t*>(hs), g.offsets, int(K), g.perm, static_cast<const scalar_t*>(scale),
+        static_cast<const scalar_t*>(gate), static_cast<scalar_t*>(a_aug), T, int(R), int(Rp));
+    MOME_KERNEL_LAUNCH_CHECK();
+    grouped_gemm(Gemm::kUp, dtype, buf[1], int(K), (sorted && residual) ? 1.0f : 0.0f, stream);
     if (!sorted) {
-      scatter_rows<scalar_t>(ys, g, res_t.defined() ? res_t.data_ptr<scalar_t>() : nullptr, K, y, stream);
-      scatter_rows<scalar_t>(hs, g, nullptr, K, hidden, stream);
+      scatter_rows<scalar_t>(static_cast<const scalar_t*>(ys), T, D, g, static_cast<const scalar_t*>(residual), K,
+                             static_cast<scalar_t*>(y), stream);
+      scatter_rows<scalar_t>(static_cast<const scalar_t*>(hs), T, R, g, nullptr, K, static_cast<scalar_t*>(hidden),
+                             stream);
     }
   });
-  return {y, hidden};
 }
 
-using Grads = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
-
-Grads backward_cuda(const DeviceGrouping& g, const at::Tensor& grad_output, const at::Tensor& x_in,
-                    const at::Tensor& hidden, const at::Tensor& w_down_in, const at::Tensor& w_up_in,
-                    const at::Tensor& b_up_in, const at::Tensor& scale_in, const std::optional<at::Tensor>& gate,
-                    cudaStream_t stream) {
-  const int64_t T = x_in.size(0), D = x_in.size(1), K = w_down_in.size(0), R = w_down_in.size(2), Rp = R + kRowPad;
-  const auto dtype = x_in.scalar_type();
-  const auto opts = x_in.options();
-  auto grad_x = at::empty({T, D}, opts);
-  auto grad_wd = at::empty({K, D, R}, opts);
-  auto grad_bd = at::empty({K, R}, opts);
-  auto grad_scale = at::empty({K}, opts);
-  auto grad_gate = gate.has_value() ? at::empty({T}, opts) : at::empty({0}, opts);
-  auto gwu_aug = at::empty({K, Rp, D}, opts);
-  if (T == 0) {
-    // no rows: every weight gradient is zero, and no GEMM needs to run
-    return {grad_x, at::zeros({K, D, R}, opts), at::zeros({K, R}, opts), at::zeros({K, R, D}, opts),
-            at::zeros({K, D}, opts), at::zeros({K}, opts), grad_gate};
+// Backward on grouped rows (same conventions as forward). grad_gate is null without a gate.
+void backward(DType dtype, const int64_t* expert_ids, const int64_t* expert_offsets, const void* grad_output,
+              const void* x, const void* hidden, const void* w_down, const void* w_up, const void* b_up,
+              const void* scale, const void* gate, void* grad_x, void* grad_wd, void* grad_bd, void* grad_wu,
+              void* grad_bu, void* grad_scale, void* grad_gate, cuda::Workspace& ws, const AdapterSizes& n,
+              cudaStream_t stream) {
+  const int64_t T = n.T, D = n.D, K = n.K, R = n.R, Rp = R + kRowPad, es = element_size(dtype);
+  const bool sorted = expert_ids == nullptr;
+  const DeviceGrouping g =
+      sorted ? DeviceGrouping{nullptr, expert_offsets, true} : group_rows_cuda(expert_ids, T, K, ws, stream);
+  void* dys = sorted ? const_cast<void*>(grad_output) : ws.take<char>(T * D * es);
+  void* xs = sorted ? const_cast<void*>(x) : ws.take<char>(T * D * es);
+  void* hs = sorted ? const_cast<void*>(hidden) : ws.take<char>(T * R * es);
+  void* b_aug = ws.take<char>(K * Rp * D * es);
+  float* g_aug = ws.take<float>(T * Rp);
+  void* a_aug = ws.take<char>(T * Rp * es);
+  void* dz = ws.take<char>(T * R * es);
+  float* dz32 = ws.take<float>(T * R);
+  float* gs = ws.take<float>(T);
+  void* dxs = sorted ? grad_x : ws.take<char>(T * D * es);
+  void* gwu_aug = ws.take<char>(K * Rp * D * es);  // [dW_up; db_up; 0] per expert
+  GemmArgsBuffer buf(ws, {int(K), int(2 * K), int(K)});
+  if (ws.planning()) return;
+  if (!sorted) {
+    gather_rows(grad_output, T, D * es, g.perm, dys, stream);
+    gather_rows(x, T, D * es, g.perm, xs, stream);
+    gather_rows(hidden, T, R * es, g.perm, hs, stream);
   }
-  const bool sorted = !g.perm.defined();
-  auto dys = sorted ? dense(grad_output) : gather_rows(grad_output, g.perm, stream);
-  auto xs = sorted ? dense(x_in) : gather_rows(x_in, g.perm, stream);
-  auto hs = sorted ? dense(hidden) : gather_rows(hidden, g.perm, stream);
-  auto w_down = dense(w_down_in), w_up = dense(w_up_in), b_up = dense(b_up_in), scale = dense(scale_in);
-  at::Tensor gate_t = gate.has_value() ? dense(*gate) : at::Tensor();
-  auto b_aug = at::empty({K, Rp, D}, opts);
-  auto g_aug = at::empty({T, Rp}, opts.dtype(at::kFloat));
-  auto a_aug = at::empty({T, Rp}, opts);
-  auto dz = at::empty({T, R}, opts);
-  auto dz32 = at::empty({T, R}, opts.dtype(at::kFloat));
-  auto gs = at::empty({T}, opts.dtype(at::kFloat));
-  auto dxs = sorted ? grad_x : at::empty({T, D}, opts);
 
-  GemmArgsBuffer buf(x_in, {int(K), int(2 * K), int(K)});
   FillJob job;
   job.count = 3;
   GemmDesc& dh = job.desc[0];  // G' = dy @ B'ᵀ
-  dh.a = rows_of(dys, D);
-  dh.b = expert_of(b_aug, Rp * D, D);  // B'_e (Rp×D) row-major read as B'_eᵀ (D×Rp) column-major
-  dh.d = rows_of(g_aug, Rp);
+  dh.a = rows_of(dys, es, D);
+  dh.b = expert_of(b_aug, es, Rp * D, D);  // B'_e (Rp×D) row-major read as B'_eᵀ (D×Rp) column-major
+  dh.d = rows_of(g_aug, 4, Rp);
   dh.m = -1, dh.n = int(Rp), dh.k = int(D);
   dh.out = buf[0];
   GemmDesc& wu = job.desc[1];  // [dW_up; db_up; 0] = A'ᵀ @ dy
-  wu.a = rows_of(a_aug, Rp);   // A' (n×Rp) row-major read as A'ᵀ (Rp×n) column-major
-  wu.b = rows_of(dys, D);
-  wu.d = expert_of(gwu_aug, Rp * D, D);
+  wu.a = rows_of(a_aug, es, Rp);  // A' (n×Rp) row-major read as A'ᵀ (Rp×n) column-major
+  wu.b = rows_of(dys, es, D);
+  wu.d = expert_of(gwu_aug, es, Rp * D, D);
   wu.m = int(Rp), wu.n = int(D), wu.k = -1;
   wu.out = buf[1];
   wu.first = 0;
   GemmDesc& dx = job.desc[2];  // dx = dz @ w_downᵀ
-  dx.a = rows_of(dz, R);
-  dx.b = expert_of(w_down, D * R, R);  // w_down[e] (D×R) row-major read as its transpose (R×D) column-major
-  dx.d = rows_of(dxs, D);
+  dx.a = rows_of(dz, es, R);
+  dx.b = expert_of(w_down, es, D * R, R);  // w_down[e] (D×R) row-major read as its transpose (R×D) column-major
+  dx.d = rows_of(dxs, es, D);
   dx.m = -1, dx.n = int(D), dx.k = int(R);
   dx.out = buf[2];
   fill_gemm_args(job, g, K, T, stream);
   FillJob job2;  // dW_down = xsᵀ @ dz: problems K..2K-1 of the weight-gradient launch
   job2.count = 1;
   GemmDesc& wd = job2.desc[0];
-  wd.a = rows_of(xs, D);  // xs (n×D) row-major read as xsᵀ (D×n) column-major
-  wd.b = rows_of(dz, R);
-  wd.d = expert_of(grad_wd, D * R, R);
+  wd.a = rows_of(xs, es, D);  // xs (n×D) row-major read as xsᵀ (D×n) column-major
+  wd.b = rows_of(dz, es, R);
+  wd.d = expert_of(grad_wd, es, D * R, R);
   wd.m = int(D), wd.n = int(R), wd.k = -1;
   wd.out = buf[1];
   wd.first = int(K);
@@ -644,93 +593,79 @@ Grads backward_cuda(const DeviceGrouping& g, const at::Tensor& grad_output, cons
   dispatch_dtype(dtype, [&](auto tag) {
     using scalar_t = decltype(tag);
     augment_up_kernel<scalar_t><<<grid_for(K * Rp * D), 256, 0, stream>>>(
-        w_up.data_ptr<scalar_t>(), b_up.data_ptr<scalar_t>(), b_aug.data_ptr<scalar_t>(), int(K), int(R), int(Rp), D);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+        static_cast<const scalar_t*>(w_up), static_cast<const scalar_t*>(b_up), static_cast<scalar_t*>(b_aug),
+        int(K), int(R), int(Rp), D);
+    MOME_KERNEL_LAUNCH_CHECK();
     grouped_gemm(Gemm::kDhAug, dtype, buf[0], int(K), 0.0f, stream);
     backward_rows_kernel<scalar_t><<<grid_for(T * 32), 256, 0, stream>>>(
-        g_aug.data_ptr<float>(), hs.data_ptr<scalar_t>(), g.offsets.data_ptr<int64_t>(), int(K),
-        sorted ? nullptr : g.perm.data_ptr<int64_t>(), scale.data_ptr<scalar_t>(),
-        gate_t.defined() ? gate_t.data_ptr<scalar_t>() : nullptr, dz.data_ptr<scalar_t>(), dz32.data_ptr<float>(),
-        a_aug.data_ptr<scalar_t>(), gate_t.defined() ? grad_gate.data_ptr<scalar_t>() : nullptr, gs.data_ptr<float>(),
-        T, int(R), int(Rp));
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+        g_aug, static_cast<const scalar_t*>(hs), g.offsets, int(K), g.perm, static_cast<const scalar_t*>(scale),
+        static_cast<const scalar_t*>(gate), static_cast<scalar_t*>(dz), dz32, static_cast<scalar_t*>(a_aug),
+        static_cast<scalar_t*>(grad_gate), gs, T, int(R), int(Rp));
+    MOME_KERNEL_LAUNCH_CHECK();
     grouped_gemm(Gemm::kWeightGrad, dtype, buf[1], int(2 * K), 0.0f, stream);
     grouped_gemm(Gemm::kDx, dtype, buf[2], int(K), 0.0f, stream);
-    segment_sum<scalar_t>(dz32, R, int(R), g.offsets, K, grad_bd, stream);
-    segment_sum<scalar_t>(gs, 1, 1, g.offsets, K, grad_scale, stream);
-    if (!sorted) scatter_rows<scalar_t>(dxs, g, nullptr, K, grad_x, stream);
+    segment_sum<scalar_t>(dz32, T, R, int(R), g.offsets, K, static_cast<scalar_t*>(grad_bd), stream);
+    segment_sum<scalar_t>(gs, T, 1, 1, g.offsets, K, static_cast<scalar_t*>(grad_scale), stream);
+    if (!sorted)
+      scatter_rows<scalar_t>(static_cast<const scalar_t*>(dxs), T, D, g, nullptr, K, static_cast<scalar_t*>(grad_x),
+                             stream);
   });
-  auto grad_wu = gwu_aug.narrow(1, 0, R).contiguous();
-  auto grad_bu = gwu_aug.select(1, R).contiguous();
-  return {grad_x, grad_wd, grad_bd, grad_wu, grad_bu, grad_scale, grad_gate};
-}
-
-// The sorted entry points use the caller's offsets as they are; the GEMM argument kernel asserts that they partition
-// [0, T) and clamps them, and every other reader clamps too.
-DeviceGrouping grouping_from_offsets(const at::Tensor& expert_offsets) {
-  return DeviceGrouping{at::Tensor(), expert_offsets.contiguous(), true};
+  // grad_w_up[e] = gwu_aug[e, :R], grad_b_up[e] = gwu_aug[e, R]: strided copies out of the workspace.
+  const size_t pitch = size_t(Rp * D * es);
+  if (R * D > 0)
+    MOME_CUDA_CHECK(cudaMemcpy2DAsync(grad_wu, size_t(R * D * es), gwu_aug, pitch, size_t(R * D * es), size_t(K),
+                                      cudaMemcpyDeviceToDevice, stream));
+  if (D > 0)
+    MOME_CUDA_CHECK(cudaMemcpy2DAsync(grad_bu, size_t(D * es), static_cast<char*>(gwu_aug) + R * D * es, pitch,
+                                      size_t(D * es), size_t(K), cudaMemcpyDeviceToDevice, stream));
 }
 
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor> grouped_adapter_cuda(const at::Tensor& x, const at::Tensor& expert_ids,
-                                                        const at::Tensor& w_down, const at::Tensor& b_down,
-                                                        const at::Tensor& w_up, const at::Tensor& b_up,
-                                                        const at::Tensor& scale, const std::optional<at::Tensor>& gate,
-                                                        const std::optional<at::Tensor>& residual) {
-  check_grouped_adapter_inputs(x, expert_ids, w_down, b_down, w_up, b_up, scale, gate);
-  check_grouped_adapter_residual(x, residual);
-  check_cuda_inputs(x, w_down);
-  const c10::cuda::CUDAGuard guard(x.device());
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(x.device().index()).stream();
-  const DeviceGrouping g = group_rows_cuda(expert_ids, w_down.size(0), stream);
-  return forward_cuda(g, x, w_down, b_down, w_up, b_up, scale, gate, residual, stream);
+std::size_t grouped_adapter_forward_workspace_cuda(DType dtype, const AdapterSizes& n, bool sorted) {
+  check_sizes(dtype, n);
+  cuda::Workspace plan;
+  const int64_t dummy = 0;
+  forward(dtype, sorted ? nullptr : &dummy, sorted ? &dummy : nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,
+          nullptr, nullptr, nullptr, nullptr, nullptr, plan, n, nullptr);
+  return plan.used();
 }
 
-std::tuple<at::Tensor, at::Tensor> grouped_adapter_sorted_cuda(const at::Tensor& x, const at::Tensor& expert_offsets,
-                                                               const at::Tensor& w_down, const at::Tensor& b_down,
-                                                               const at::Tensor& w_up, const at::Tensor& b_up,
-                                                               const at::Tensor& scale,
-                                                               const std::optional<at::Tensor>& gate,
-                                                               const std::optional<at::Tensor>& residual) {
-  check_grouped_adapter_params(x, w_down, b_down, w_up, b_up, scale, gate);
-  check_expert_offsets(x, expert_offsets, w_down.size(0));
-  check_grouped_adapter_residual(x, residual);
-  check_cuda_inputs(x, w_down);
-  const c10::cuda::CUDAGuard guard(x.device());
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(x.device().index()).stream();
-  const DeviceGrouping g = grouping_from_offsets(expert_offsets);
-  return forward_cuda(g, x, w_down, b_down, w_up, b_up, scale, gate, residual, stream);
+void grouped_adapter_forward_cuda(DType dtype, const int64_t* expert_ids, const int64_t* expert_offsets, const void* x,
+                                  const void* w_down, const void* b_down, const void* w_up, const void* b_up,
+                                  const void* scale, const void* gate, const void* residual, void* y, void* hidden,
+                                  void* workspace, std::size_t workspace_bytes, const AdapterSizes& n, int device,
+                                  std::uintptr_t stream) {
+  check_sizes(dtype, n);
+  if (n.T == 0) return;
+  const cuda::DeviceGuard guard(device);
+  cuda::Workspace ws(workspace, workspace_bytes);
+  forward(dtype, expert_ids, expert_offsets, x, w_down, b_down, w_up, b_up, scale, gate, residual, y, hidden, ws, n,
+          cuda::as_stream(stream));
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
-grouped_adapter_backward_cuda(const at::Tensor& grad_output, const at::Tensor& x, const at::Tensor& expert_ids,
-                              const at::Tensor& hidden, const at::Tensor& w_down, const at::Tensor& b_down,
-                              const at::Tensor& w_up, const at::Tensor& b_up, const at::Tensor& scale,
-                              const std::optional<at::Tensor>& gate) {
-  check_grouped_adapter_inputs(x, expert_ids, w_down, b_down, w_up, b_up, scale, gate);
-  check_grouped_adapter_grads(grad_output, x, hidden, w_down.size(2));
-  check_cuda_inputs(x, w_down);
-  const c10::cuda::CUDAGuard guard(x.device());
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(x.device().index()).stream();
-  const DeviceGrouping g = group_rows_cuda(expert_ids, w_down.size(0), stream);
-  return backward_cuda(g, grad_output, x, hidden, w_down, w_up, b_up, scale, gate, stream);
+std::size_t grouped_adapter_backward_workspace_cuda(DType dtype, const AdapterSizes& n, bool sorted) {
+  check_sizes(dtype, n);
+  cuda::Workspace plan;
+  const int64_t dummy = 0;
+  backward(dtype, sorted ? nullptr : &dummy, sorted ? &dummy : nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,
+           nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, plan, n, nullptr);
+  return plan.used();
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
-grouped_adapter_sorted_backward_cuda(const at::Tensor& grad_output, const at::Tensor& x,
-                                     const at::Tensor& expert_offsets, const at::Tensor& hidden,
-                                     const at::Tensor& w_down, const at::Tensor& b_down, const at::Tensor& w_up,
-                                     const at::Tensor& b_up, const at::Tensor& scale,
-                                     const std::optional<at::Tensor>& gate) {
-  check_grouped_adapter_params(x, w_down, b_down, w_up, b_up, scale, gate);
-  check_expert_offsets(x, expert_offsets, w_down.size(0));
-  check_grouped_adapter_grads(grad_output, x, hidden, w_down.size(2));
-  check_cuda_inputs(x, w_down);
-  const c10::cuda::CUDAGuard guard(x.device());
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(x.device().index()).stream();
-  const DeviceGrouping g = grouping_from_offsets(expert_offsets);
-  return backward_cuda(g, grad_output, x, hidden, w_down, w_up, b_up, scale, gate, stream);
+void grouped_adapter_backward_cuda(DType dtype, const int64_t* expert_ids, const int64_t* expert_offsets,
+                                   const void* grad_output, const void* x, const void* hidden, const void* w_down,
+                                   const void* w_up, const void* b_up, const void* scale, const void* gate,
+                                   void* grad_x, void* grad_w_down, void* grad_b_down, void* grad_w_up,
+                                   void* grad_b_up, void* grad_scale, void* grad_gate, void* workspace,
+                                   std::size_t workspace_bytes, const AdapterSizes& n, int device,
+                                   std::uintptr_t stream) {
+  check_sizes(dtype, n);
+  if (n.T == 0) return;
+  const cuda::DeviceGuard guard(device);
+  cuda::Workspace ws(workspace, workspace_bytes);
+  backward(dtype, expert_ids, expert_offsets, grad_output, x, hidden, w_down, w_up, b_up, scale, gate, grad_x,
+           grad_w_down, grad_b_down, grad_w_up, grad_b_up, grad_scale, grad_gate, ws, n, cuda::as_stream(stream));
 }
 
 }  // namespace mome

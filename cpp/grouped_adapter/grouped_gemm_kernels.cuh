@@ -2,11 +2,11 @@
 // element type. Scheduling is GroupScheduleMode::kDeviceOnly: the problem sizes are read on the device by the
 // persistent thread blocks, so no host ever sees them (no synchronisation, capturable in a CUDA graph).
 #pragma once
-#include <c10/cuda/CUDAException.h>
-#include <c10/util/Exception.h>
-
 #include <array>
 #include <mutex>
+#include <stdexcept>
+
+#include "common/cuda_utils.cuh"
 
 #include "cutlass/cutlass.h"
 #include "cutlass/device_kernel.h"
@@ -89,20 +89,22 @@ int persistent_blocks() {
   static std::mutex mutex;
   static std::array<int, 64> blocks{};
   int device = 0;
-  C10_CUDA_CHECK(cudaGetDevice(&device));
-  TORCH_CHECK(device < int(blocks.size()), "grouped_adapter: device index ", device, " out of range");
+  MOME_CUDA_CHECK(cudaGetDevice(&device));
+  if (device >= int(blocks.size()))
+    throw std::runtime_error(::mome::str("grouped_adapter: device index ", device, " out of range"));
   std::lock_guard<std::mutex> lock(mutex);
   if (blocks[device] == 0) {
     const int smem = int(sizeof(typename Kernel::SharedStorage));
     if (smem >= (48 << 10))
-      C10_CUDA_CHECK(
+      MOME_CUDA_CHECK(
           cudaFuncSetAttribute(cutlass::Kernel<Kernel>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     int per_sm = 0, sms = 0;
-    C10_CUDA_CHECK(
+    MOME_CUDA_CHECK(
         cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, cutlass::Kernel<Kernel>, Kernel::kThreadCount, smem));
-    C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-    TORCH_CHECK(per_sm > 0, "grouped_adapter: a CUTLASS grouped GEMM does not fit on this device (", smem,
-                " bytes of shared memory)");
+    MOME_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    if (per_sm <= 0)
+      throw std::runtime_error(::mome::str("grouped_adapter: a CUTLASS grouped GEMM does not fit on this device (",
+                                           smem, " bytes of shared memory)"));
     blocks[device] = per_sm * sms;
   }
   return blocks[device];
@@ -124,7 +126,7 @@ void launch(const GroupedGemmArgs& a, int count, float beta, cudaStream_t stream
   typename Kernel::Params params(args, nullptr, 0);
   const int smem = int(sizeof(typename Kernel::SharedStorage));
   cutlass::Kernel<Kernel><<<blocks, Kernel::kThreadCount, smem, stream>>>(params);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  MOME_KERNEL_LAUNCH_CHECK();
 }
 
 template <typename Kernels>

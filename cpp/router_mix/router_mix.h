@@ -2,43 +2,30 @@
 //   features (N, B, L, D)   one token sequence per encoder (expert) and sample
 //   weights  (B, N)         router probabilities per sample
 //   -> out   (B, L, D)      out[b] = Σ_n weights[b, n] · features[n, b]
+// Launchers: contiguous tensors allocated by the caller (python/mome/ops/router_mix.py checks shapes and dtypes);
+// LD = L·D. Backward outputs: grad_features (N, B, L, D), grad_weights (B, N).
 #pragma once
-#include <ATen/core/Tensor.h>
+#include <cstddef>
+#include <cstdint>
 
-#include <tuple>
-
-#include "common/checks.h"
+#include "common/core.h"
 
 namespace mome {
 
-inline void check_router_mix_inputs(const at::Tensor& features, const at::Tensor& weights) {
-  MOME_CHECK_RANK(features, 4, "(N, B, L, D)");
-  MOME_CHECK_RANK(weights, 2, "(B, N)");
-  MOME_CHECK_FLOATING(features);
-  MOME_CHECK_FLOATING(weights);
-  MOME_CHECK_SIZE(weights, 0, features.size(1), "the batch size features.size(1)");
-  MOME_CHECK_SIZE(weights, 1, features.size(0), "the number of experts features.size(0)");
-  MOME_CHECK_SAME_DEVICE(weights, features);
-}
+// CPU: float32, float64 (features and weights in one dtype).
+void router_mix_forward_cpu(DType dtype, const void* features, const void* weights, void* out, int64_t N, int64_t B,
+                            int64_t LD, int threads);
+void router_mix_backward_cpu(DType dtype, const void* grad_output, const void* features, const void* weights,
+                             void* grad_features, void* grad_weights, int64_t N, int64_t B, int64_t LD, int threads);
 
-// grad_output of the backward: (B, L, D), the dtype and device of features.
-inline void check_router_mix_grad(const at::Tensor& grad_output, const at::Tensor& features) {
-  const int64_t B = features.size(1), L = features.size(2), D = features.size(3);
-  MOME_CHECK_RANK(grad_output, 3, "(B, L, D)");
-  TORCH_CHECK_VALUE(grad_output.size(0) == B && grad_output.size(1) == L && grad_output.size(2) == D,
-                    "grad_output must have shape (", B, ", ", L, ", ", D, "), got ", shape_str(grad_output));
-  MOME_CHECK_DTYPE(grad_output, features.scalar_type());
-  MOME_CHECK_SAME_DEVICE(grad_output, features);
-}
-
-at::Tensor router_mix_cpu(const at::Tensor& features, const at::Tensor& weights);
-// -> (grad_features, grad_weights)
-std::tuple<at::Tensor, at::Tensor> router_mix_backward_cpu(const at::Tensor& grad_output, const at::Tensor& features,
-                                                           const at::Tensor& weights);
 #ifdef MOME_WITH_CUDA
-at::Tensor router_mix_cuda(const at::Tensor& features, const at::Tensor& weights);
-std::tuple<at::Tensor, at::Tensor> router_mix_backward_cuda(const at::Tensor& grad_output, const at::Tensor& features,
-                                                            const at::Tensor& weights);
+// CUDA: float16, bfloat16, float32, float64. The backward needs router_mix_backward_workspace_cuda bytes of scratch.
+void router_mix_forward_cuda(DType dtype, const void* features, const void* weights, void* out, int64_t N, int64_t B,
+                             int64_t LD, int device, std::uintptr_t stream);
+std::size_t router_mix_backward_workspace_cuda(DType dtype, int64_t N, int64_t B, int64_t LD);
+void router_mix_backward_cuda(DType dtype, const void* grad_output, const void* features, const void* weights,
+                              void* grad_features, void* grad_weights, void* workspace, std::size_t workspace_bytes,
+                              int64_t N, int64_t B, int64_t LD, int device, std::uintptr_t stream);
 #endif
 
 }  // namespace mome

@@ -13,16 +13,8 @@
 // The reduction order depends on the shape only: V from L·D and the dtype, K from the packs (≤ 2048 per block), never
 // on the device or on pointer alignment. A pointer that allows no 16-byte access (a view with an odd storage offset)
 // reads the same packs element by element, so grad_weights is the same bits for an aligned and a misaligned input.
-#include <ATen/Dispatch.h>
-#include <ATen/ops/empty.h>
-#include <ATen/ops/empty_like.h>
-#include <ATen/ops/zeros_like.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
-
+#include <algorithm>
 #include <limits>
-#include <tuple>
 
 #include "common/cuda_utils.cuh"
 #include "router_mix/router_mix.h"
@@ -106,76 +98,79 @@ __global__ void reduce_partials_kernel(const acc_t<T>* __restrict__ partial,  //
   grad_weights[r] = static_cast<T>(s);
 }
 
-void check_cuda(const at::Tensor& features, const at::Tensor& weights) {
-  TORCH_CHECK_VALUE(features.is_cuda(), "features must be a CUDA tensor for the CUDA kernel, got ", features.device());
-  const auto ft = features.scalar_type();
-  TORCH_CHECK_TYPE(ft == at::kHalf || ft == at::kBFloat16 || ft == at::kFloat || ft == at::kDouble,
-                   "features: the CUDA kernel supports float16, bfloat16, float32 and float64, got ", ft);
-  MOME_CHECK_DTYPE(weights, ft);
-}
-
 unsigned blocks_for(int64_t threads) {
   const int64_t blocks = cuda::ceil_div(threads, kThreads);
-  TORCH_CHECK_VALUE(blocks <= std::numeric_limits<int32_t>::max(), "router_mix: input too large for one launch");
+  if (blocks > std::numeric_limits<int32_t>::max()) value_error("router_mix: input too large for one launch");
   return static_cast<unsigned>(std::max<int64_t>(blocks, 1));
+}
+
+
+// The backward's partial sums (B, N, K) in the accumulation type, K blocks per sample.
+template <typename T>
+int64_t backward_blocks(int64_t LD) {
+  constexpr int VP = 16 / sizeof(T);
+  const int V = LD % VP == 0 ? VP : 1;  // the shape alone: it fixes which elements each thread sums
+  return cuda::ceil_div(LD / V, kPacksPerBlock);
 }
 
 }  // namespace
 
-at::Tensor router_mix_cuda(const at::Tensor& features, const at::Tensor& weights) {
-  check_router_mix_inputs(features, weights);
-  check_cuda(features, weights);
-  const c10::cuda::CUDAGuard guard(features.device());
-  const int64_t N = features.size(0), B = features.size(1), LD = features.size(2) * features.size(3);
-  auto f = features.contiguous();
-  auto w = weights.contiguous();
-  auto out = at::empty({B, features.size(2), features.size(3)}, f.options());
-  if (out.numel() == 0) return out;
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, f.scalar_type(), "router_mix_cuda", [&] {
+void router_mix_forward_cuda(DType dtype, const void* features, const void* weights, void* out, int64_t N, int64_t B,
+                             int64_t LD, int device, std::uintptr_t stream_handle) {
+  if (B * LD == 0) return;
+  const cuda::DeviceGuard guard(device);
+  const cudaStream_t stream = cuda::as_stream(stream_handle);
+  cuda::dispatch_floating(dtype, [&](auto tag) {
+    using scalar_t = decltype(tag);
+    const auto* f = static_cast<const scalar_t*>(features);
+    const auto* w = static_cast<const scalar_t*>(weights);
+    auto* o = static_cast<scalar_t*>(out);
     constexpr int VP = 16 / sizeof(scalar_t);
-    const int V = cuda::pack_width<scalar_t>(LD, {f.data_ptr(), out.data_ptr()});
+    const int V = cuda::pack_width<scalar_t>(LD, {f, o});
     const unsigned blocks = blocks_for(B * LD / V);
     if (V == VP) {
-      forward_kernel<scalar_t, VP><<<blocks, kThreads, 0, stream>>>(f.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(),
-                                                                    out.data_ptr<scalar_t>(), N, B, LD);
+      forward_kernel<scalar_t, VP><<<blocks, kThreads, 0, stream>>>(f, w, o, N, B, LD);
     } else {
-      forward_kernel<scalar_t, 1><<<blocks, kThreads, 0, stream>>>(f.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(),
-                                                                   out.data_ptr<scalar_t>(), N, B, LD);
+      forward_kernel<scalar_t, 1><<<blocks, kThreads, 0, stream>>>(f, w, o, N, B, LD);
     }
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    MOME_KERNEL_LAUNCH_CHECK();
   });
-  return out;
 }
 
-std::tuple<at::Tensor, at::Tensor> router_mix_backward_cuda(const at::Tensor& grad_output, const at::Tensor& features,
-                                                            const at::Tensor& weights) {
-  check_router_mix_inputs(features, weights);
-  check_cuda(features, weights);
-  const int64_t N = features.size(0), B = features.size(1), L = features.size(2), D = features.size(3);
-  const int64_t LD = L * D;
-  check_router_mix_grad(grad_output, features);
-  const c10::cuda::CUDAGuard guard(features.device());
-  auto go = grad_output.contiguous();
-  auto f = features.contiguous();
-  auto w = weights.contiguous();
-  auto grad_f = at::empty_like(f);
-  if (f.numel() == 0) return {grad_f, at::zeros_like(w)};  // L·D = 0: every dot product is empty
-  auto grad_w = at::empty_like(w);
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, f.scalar_type(), "router_mix_backward_cuda", [&] {
+std::size_t router_mix_backward_workspace_cuda(DType dtype, int64_t N, int64_t B, int64_t LD) {
+  std::size_t bytes = 0;
+  cuda::dispatch_floating(dtype, [&](auto tag) {
+    using scalar_t = decltype(tag);
+    cuda::Workspace plan;
+    plan.take<acc_t<scalar_t>>(B * N * backward_blocks<scalar_t>(LD));
+    bytes = plan.used();
+  });
+  return bytes;
+}
+
+void router_mix_backward_cuda(DType dtype, const void* grad_output, const void* features, const void* weights,
+                              void* grad_features, void* grad_weights, void* workspace, std::size_t workspace_bytes,
+                              int64_t N, int64_t B, int64_t LD, int device, std::uintptr_t stream_handle) {
+  if (N * B * LD == 0) value_error("router_mix CUDA backward: empty features (the caller returns zeros)");
+  if (B > 65535) value_error("router_mix CUDA backward: batch size must be ≤ 65535, got ", B);
+  const cuda::DeviceGuard guard(device);
+  const cudaStream_t stream = cuda::as_stream(stream_handle);
+  cuda::dispatch_floating(dtype, [&](auto tag) {
+    using scalar_t = decltype(tag);
     using A = acc_t<scalar_t>;
+    const auto* go = static_cast<const scalar_t*>(grad_output);
+    const auto* f = static_cast<const scalar_t*>(features);
+    const auto* w = static_cast<const scalar_t*>(weights);
+    auto* gf = static_cast<scalar_t*>(grad_features);
+    auto* gw = static_cast<scalar_t*>(grad_weights);
     constexpr int VP = 16 / sizeof(scalar_t);
-    const int V = LD % VP == 0 ? VP : 1;  // the shape alone: it fixes which elements each thread sums
-    const bool aligned = cuda::aligned16({go.data_ptr(), f.data_ptr(), grad_f.data_ptr()});
-    const int64_t K = cuda::ceil_div(LD / V, kPacksPerBlock);
-    TORCH_CHECK_VALUE(B <= 65535, "router_mix CUDA backward: batch size must be ≤ 65535, got ", B);
-    auto partial = at::empty({B, N, K}, f.options().dtype(c10::CppTypeToScalarType<A>::value));
+    const int V = LD % VP == 0 ? VP : 1;
+    const bool aligned = cuda::aligned16({go, f, gf});
+    const int64_t K = backward_blocks<scalar_t>(LD);
+    cuda::Workspace ws(workspace, workspace_bytes);
+    A* partial = ws.take<A>(B * N * K);
     const dim3 grid(static_cast<unsigned>(K), static_cast<unsigned>(B));
-    auto launch = [&](auto kernel) {
-      kernel<<<grid, kThreads, 0, stream>>>(go.data_ptr<scalar_t>(), f.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(),
-                                            grad_f.data_ptr<scalar_t>(), partial.data_ptr<A>(), N, B, LD);
-    };
+    auto launch = [&](auto kernel) { kernel<<<grid, kThreads, 0, stream>>>(go, f, w, gf, partial, N, B, LD); };
     if (V == 1) {
       launch(backward_kernel<scalar_t, 1, true>);
     } else if (aligned) {
@@ -183,12 +178,10 @@ std::tuple<at::Tensor, at::Tensor> router_mix_backward_cuda(const at::Tensor& gr
     } else {
       launch(backward_kernel<scalar_t, VP, false>);
     }
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-    reduce_partials_kernel<scalar_t><<<blocks_for(B * N), kThreads, 0, stream>>>(
-        partial.data_ptr<A>(), grad_w.data_ptr<scalar_t>(), B * N, K);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    MOME_KERNEL_LAUNCH_CHECK();
+    reduce_partials_kernel<scalar_t><<<blocks_for(B * N), kThreads, 0, stream>>>(partial, gw, B * N, K);
+    MOME_KERNEL_LAUNCH_CHECK();
   });
-  return {grad_f, grad_w};
 }
 
 }  // namespace mome

@@ -22,10 +22,13 @@ def report() -> str:
     if ops.IMPORT_ERROR:
         lines.append(f"compiled core: NOT LOADED ({ops.IMPORT_ERROR}); every op runs its PyTorch reference")
     else:
-        lines.append(f"compiled core: built against torch {info['torch_version']} with {info['compiler']}")
+        lines.append(f"compiled core: {ops._library._C.__file__}")
+        lines.append(f"  built with gcc {info['compiler']}, no torch (one build serves every torch; this one runs "
+                     f"torch {torch.__version__})")
         lines.append("  CPU kernels: yes (float32, float64; multi-threaded, "
                      f"{torch.get_num_threads()} threads here)")
-        cuda = f"yes, archs {info['cuda_archs']}" if info["cuda"] else "no"
+        cuda = (f"yes, archs {info['cuda_archs']}, CUDA runtime {info['cuda_runtime']} (static)" if info["cuda"]
+                else "no (MOME_WITH_CUDA=ON, or AUTO on a machine with nvcc and a GPU, builds them)")
         lines.append(f"  CUDA kernels: {cuda}")
         lines.append(f"  CUTLASS: {info['cutlass_version'] or 'no'}")
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

@@ -13,6 +13,9 @@ from mome.ops._library import BUILD_INFO, IMPORT_ERROR, backend, has_kernel
 from mome.ops.deform_attn import deform_attn
 from mome.ops.grouped_adapter import grouped_adapter, grouped_adapter_sorted
 from mome.ops.router_mix import router_mix
+from mome.ops._library import _read_kernels
+
+_read_kernels()  # every op module has registered its kernels
 
 OPS = ("deform_attn", "router_mix", "grouped_adapter", "grouped_adapter_sorted")
 

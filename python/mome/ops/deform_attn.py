@@ -72,7 +72,7 @@ def cuda_unsupported(value_shape, locations_shape, backward: bool = True) -> lis
     return reasons
 
 
-def _check(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
+def _check(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, read_values=True):
     _checks.tensor("value", value, 4, "(B, S, H, D)")
     _checks.tensor("spatial_shapes", spatial_shapes, 2, "(Lv, 2)")
     _checks.tensor("level_start_index", level_start_index, 1, "(Lv,)")
@@ -102,7 +102,7 @@ def _check(value, spatial_shapes, level_start_index, sampling_locations, attenti
     for name, t in (("spatial_shapes", spatial_shapes), ("level_start_index", level_start_index),
                     ("sampling_locations", sampling_locations), ("attention_weights", attention_weights)):
         _checks.same_device(name, t, "value", value)
-    if _checks.can_read_values(spatial_shapes, level_start_index):
+    if read_values and _checks.can_read_values(spatial_shapes, level_start_index):
         hw = spatial_shapes.tolist()
         starts = level_start_index.tolist()
         expected = 0
@@ -120,6 +120,131 @@ def _check(value, spatial_shapes, level_start_index, sampling_locations, attenti
                 f"value.shape[1] must equal the total number of positions in spatial_shapes ({expected}), got {S}"
             )
     return spatial_shapes, level_start_index
+
+
+# The kernels behind mome::deform_attn: checks (for callers of torch.ops.mome.* too), outputs, then the launcher.
+# The CPU launcher reads spatial_shapes / level_start_index itself and raises ValueError on an inconsistent layout,
+# also under torch.compile; the CUDA launchers never read them on the host.
+
+def _problem(value, sampling_locations):
+    B, S, H, D = value.shape
+    _, Q, _, Lv, P, _ = sampling_locations.shape
+    return B, S, H, D, Q, Lv, P
+
+
+def _fine(device_type, value, spatial_shapes, level_start_index, sampling_locations, attention_weights) -> bool:
+    """One cheap expression that is True for valid kernel arguments (the dispatcher already put every tensor on
+    `device_type`'s dispatch key); when False, `_check_kernel` runs the checks that name the argument."""
+    vs, ls = value.shape, sampling_locations.shape
+    return (len(vs) == 4 and len(ls) == 6 and spatial_shapes.dim() == 2 and level_start_index.dim() == 1
+            and attention_weights.shape == ls[:5] and ls[0] == vs[0] and ls[2] == vs[2] and ls[5] == 2
+            and spatial_shapes.shape[0] == ls[3] == level_start_index.shape[0] and ls[3] >= 1
+            and spatial_shapes.shape[1] == 2
+            and spatial_shapes.dtype == torch.int64 and level_start_index.dtype == torch.int64
+            and value.dtype in _library.KERNEL_DTYPES[device_type]["deform_attn"]
+            and sampling_locations.dtype == attention_weights.dtype
+            and (sampling_locations.dtype == value.dtype
+                 or (device_type == "cuda" and sampling_locations.dtype == torch.float32))
+            and value.get_device() == spatial_shapes.get_device() == level_start_index.get_device()
+            == sampling_locations.get_device() == attention_weights.get_device()
+            and value.device.type == device_type)
+
+
+def _check_kernel(device_type, value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
+    if _fine(device_type, value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
+        return
+    _check(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, read_values=False)
+    for name, t in (("spatial_shapes", spatial_shapes), ("level_start_index", level_start_index)):
+        if t.dtype != torch.int64:
+            raise TypeError(f"{name} must be an int64 index tensor, got {t.dtype}")
+    if value.device.type != device_type:
+        raise ValueError(f"value must be a {device_type.upper()} tensor for the {device_type.upper()} kernel, "
+                         f"got {value.device}")
+    supported = _library.KERNEL_DTYPES[device_type]["deform_attn"]
+    if value.dtype not in supported:
+        raise TypeError(f"value: the {device_type.upper()} kernel supports {', '.join(map(str, supported))}, got "
+                        f"{value.dtype} (mome.ops falls back to the PyTorch reference for other dtypes)")
+    loc_ok = (value.dtype,) if device_type == "cpu" else (value.dtype, torch.float32)
+    if sampling_locations.dtype not in loc_ok:
+        raise TypeError(f"sampling_locations must have the dtype of value ({value.dtype})"
+                        f"{' or float32' if device_type == 'cuda' else ''} on the {device_type.upper()}, got "
+                        f"{sampling_locations.dtype}")
+
+
+def _check_grad(grad_output, value, sampling_locations):
+    B, _, H, D = value.shape
+    Q = sampling_locations.shape[1]
+    _checks.tensor("grad_output", grad_output, 3, "(B, Q, H·D)")
+    if tuple(grad_output.shape) != (B, Q, H * D):
+        raise ValueError(f"grad_output must have shape ({B}, {Q}, {H * D}), got {tuple(grad_output.shape)}")
+    if grad_output.dtype != value.dtype:
+        raise TypeError(f"grad_output must have dtype {value.dtype}, got {grad_output.dtype}")
+    _checks.same_device("grad_output", grad_output, "value", value)
+
+
+@_library.impl("deform_attn", "cpu", "deform_attn_forward_cpu")
+def _forward_cpu(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
+    _check_kernel("cpu", value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+    n = _problem(value, sampling_locations)
+    B, _, H, D, Q, _, _ = n
+    v, shapes, starts = value.contiguous(), spatial_shapes.contiguous(), level_start_index.contiguous()
+    loc, attn = sampling_locations.contiguous(), attention_weights.contiguous()
+    out = v.new_empty(B, Q, H * D)
+    _library._C.deform_attn_forward_cpu(
+        _library.DTYPE_TAG[v.dtype], v.data_ptr(), shapes.data_ptr(), starts.data_ptr(), loc.data_ptr(),
+        attn.data_ptr(), out.data_ptr(), *n, torch.get_num_threads())
+    return out
+
+
+@_library.impl("deform_attn_backward", "cpu", "deform_attn_backward_cpu")
+def _backward_cpu(grad_output, value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
+    _check_kernel("cpu", value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+    _check_grad(grad_output, value, sampling_locations)
+    go, v, shapes, starts = (t.contiguous() for t in (grad_output, value, spatial_shapes, level_start_index))
+    loc, attn = sampling_locations.contiguous(), attention_weights.contiguous()
+    grad_value, grad_loc, grad_attn = torch.empty_like(v), torch.empty_like(loc), torch.empty_like(attn)
+    _library._C.deform_attn_backward_cpu(
+        _library.DTYPE_TAG[v.dtype], go.data_ptr(), v.data_ptr(), shapes.data_ptr(), starts.data_ptr(),
+        loc.data_ptr(), attn.data_ptr(), grad_value.data_ptr(), grad_loc.data_ptr(), grad_attn.data_ptr(),
+        *_problem(value, sampling_locations), torch.get_num_threads())
+    return grad_value, grad_loc, grad_attn
+
+
+@_library.impl("deform_attn", "cuda", "deform_attn_forward_cuda")
+def _forward_cuda(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
+    _check_kernel("cuda", value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+    n = _problem(value, sampling_locations)
+    B, _, H, D, Q, _, _ = n
+    v, shapes, starts = value.contiguous(), spatial_shapes.contiguous(), level_start_index.contiguous()
+    loc, attn = sampling_locations.contiguous(), attention_weights.contiguous()
+    out = v.new_empty(B, Q, H * D)
+    if out.numel() == 0:
+        return out
+    _library._C.deform_attn_forward_cuda(
+        _library.DTYPE_TAG[v.dtype], _library.DTYPE_TAG[loc.dtype], v.data_ptr(), shapes.data_ptr(),
+        starts.data_ptr(), loc.data_ptr(), attn.data_ptr(), out.data_ptr(), *n, v.device.index,
+        _library.cuda_stream(v.device))
+    return out
+
+
+@_library.impl("deform_attn_backward", "cuda", "deform_attn_backward_cuda")
+def _backward_cuda(grad_output, value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
+    _check_kernel("cuda", value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+    _check_grad(grad_output, value, sampling_locations)
+    go, v, shapes, starts = (t.contiguous() for t in (grad_output, value, spatial_shapes, level_start_index))
+    loc, attn = sampling_locations.contiguous(), attention_weights.contiguous()
+    grad_value, grad_loc, grad_attn = torch.empty_like(v), torch.empty_like(loc), torch.empty_like(attn)
+    if v.numel() == 0 or loc.numel() == 0:  # nothing sampled, or nothing to sample from
+        return grad_value.zero_(), grad_loc.zero_(), grad_attn.zero_()
+    n = _problem(value, sampling_locations)
+    tag = _library.DTYPE_TAG[v.dtype]
+    workspace = torch.empty(_library._C.deform_attn_backward_workspace_cuda(tag, *n, v.device.index),
+                            dtype=torch.uint8, device=v.device)
+    _library._C.deform_attn_backward_cuda(
+        tag, _library.DTYPE_TAG[loc.dtype], go.data_ptr(), v.data_ptr(), shapes.data_ptr(), starts.data_ptr(),
+        loc.data_ptr(), attn.data_ptr(), grad_value.data_ptr(), grad_loc.data_ptr(), grad_attn.data_ptr(),
+        workspace.data_ptr(), workspace.numel(), *n, v.device.index, _library.cuda_stream(v.device))
+    return grad_value, grad_loc, grad_attn
 
 
 @_library.register_fake("deform_attn")

@@ -30,7 +30,7 @@ _ROW_PAD = 8  # kRowPad of grouped_adapter_cuda.cu: the augmented GEMMs are R + 
 
 
 def cuda_unsupported(dtype: torch.dtype, T: int, D: int, R: int, K: int) -> list[str]:
-    """Why the CUDA kernel cannot take these sizes (empty: it can). Mirrors `check_cuda_inputs` in
+    """Why the CUDA kernel cannot take these sizes (empty: it can). Mirrors `check_sizes` in
     cpp/grouped_adapter/grouped_adapter_cuda.cu, so such inputs run the reference instead of raising there."""
     reasons = []
     align = _CUDA_ALIGNMENT.get(dtype)
@@ -134,7 +134,7 @@ def _check_residual(x, residual):
     _checks.same_device("residual", residual, "x", x)
 
 
-def _check_offsets(x, expert_offsets, w_down, b_down, w_up, b_up, scale, gate):
+def _check_offsets(x, expert_offsets, w_down, b_down, w_up, b_up, scale, gate, read_values=True):
     _checks.tensor("x", x, 2, "(T, D)")
     _checks.tensor("expert_offsets", expert_offsets, 1, "(K + 1,)")
     expert_offsets = _checks.index("expert_offsets", expert_offsets)
@@ -142,7 +142,7 @@ def _check_offsets(x, expert_offsets, w_down, b_down, w_up, b_up, scale, gate):
     K = w_down.shape[0]
     _checks.size("expert_offsets", expert_offsets, 0, K + 1, "the number of experts w_down.shape[0] + 1")
     _checks.same_device("expert_offsets", expert_offsets, "x", x)
-    if _checks.can_read_values(expert_offsets):
+    if read_values and _checks.can_read_values(expert_offsets):
         off = expert_offsets.tolist()
         if off[0] != 0:
             raise ValueError(f"expert_offsets[0] must be 0, got {off[0]}")
@@ -157,7 +157,7 @@ def _check_offsets(x, expert_offsets, w_down, b_down, w_up, b_up, scale, gate):
     return expert_offsets
 
 
-def _check(x, expert_ids, w_down, b_down, w_up, b_up, scale, gate):
+def _check(x, expert_ids, w_down, b_down, w_up, b_up, scale, gate, read_values=True):
     _checks.tensor("x", x, 2, "(T, D)")
     _checks.tensor("expert_ids", expert_ids, 1, "(T,)")
     expert_ids = _checks.index("expert_ids", expert_ids)
@@ -166,7 +166,7 @@ def _check(x, expert_ids, w_down, b_down, w_up, b_up, scale, gate):
     K = w_down.shape[0]
     _checks.size("expert_ids", expert_ids, 0, T, "the number of rows x.shape[0]")
     _checks.same_device("expert_ids", expert_ids, "x", x)
-    if _checks.can_read_values(expert_ids) and T > 0:
+    if read_values and _checks.can_read_values(expert_ids) and T > 0:
         lo, hi = int(expert_ids.min()), int(expert_ids.max())
         if lo < 0 or hi >= K:
             bad = int(((expert_ids < 0) | (expert_ids >= K)).nonzero()[0])
@@ -208,6 +208,250 @@ def _check_params(x, w_down, b_down, w_up, b_up, scale, gate):
         _checks.same_dtype(name, t, "x", x)
     for name, t in params:
         _checks.same_device(name, t, "x", x)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The kernels behind the mome:: ops: checks (for callers of torch.ops.mome.* too), outputs, then the launchers.
+# CPU: the core groups the rows (and validates ids / offsets, raising ValueError), gathers and scatters them and runs
+# the element-wise passes; the per-expert GEMMs are torch's own addmm/mm on the same slices as the TORCH_LIBRARY
+# build had (so its BLAS, and the bits, are unchanged: tests/ops/test_golden.py). CUDA: one launcher per direction.
+
+def _fine(device_type, x, routing_name, routing, w_down, b_down, w_up, b_up, scale, gate) -> bool:
+    """One cheap expression that is True for valid kernel arguments; when False, `_check_kernel` runs the checks that
+    name the argument."""
+    xs, ws = x.shape, w_down.shape
+    if len(xs) != 2 or len(ws) != 3:
+        return False
+    T, D = xs
+    K, _, R = ws
+    dev = x.get_device()
+    return (K >= 1 and ws[1] == D and b_down.shape == (K, R) and w_up.shape == (K, R, D) and b_up.shape == (K, D)
+            and scale.shape == (K,) and routing.dim() == 1 and routing.dtype == torch.int64
+            and routing.shape[0] == (T if routing_name == "expert_ids" else K + 1)
+            and x.dtype in _library.KERNEL_DTYPES[device_type]["grouped_adapter"]
+            and w_down.dtype == b_down.dtype == w_up.dtype == b_up.dtype == scale.dtype == x.dtype
+            and w_down.get_device() == b_down.get_device() == w_up.get_device() == b_up.get_device()
+            == scale.get_device() == routing.get_device() == dev
+            and (gate is None or (gate.shape == (T,) and gate.dtype == x.dtype and gate.get_device() == dev))
+            and x.device.type == device_type)
+
+
+def _check_kernel(device_type, x, routing_name, routing, w_down, b_down, w_up, b_up, scale, gate):
+    if _fine(device_type, x, routing_name, routing, w_down, b_down, w_up, b_up, scale, gate):
+        return
+    if routing_name == "expert_ids":
+        _check(x, routing, w_down, b_down, w_up, b_up, scale, gate, read_values=False)
+    else:
+        _check_offsets(x, routing, w_down, b_down, w_up, b_up, scale, gate, read_values=False)
+    if routing.dtype != torch.int64:
+        raise TypeError(f"{routing_name} must be an int64 index tensor, got {routing.dtype}")
+    if x.device.type != device_type:
+        raise ValueError(f"x must be a {device_type.upper()} tensor for the {device_type.upper()} kernel, "
+                         f"got {x.device}")
+    supported = _library.KERNEL_DTYPES[device_type]["grouped_adapter"]
+    if x.dtype not in supported:
+        raise TypeError(f"x: the {device_type.upper()} kernel of grouped_adapter supports "
+                        f"{', '.join(map(str, supported))}, got {x.dtype} (mome.ops falls back to the PyTorch "
+                        "reference for other dtypes)")
+    # CUDA size limits (D, R multiples of 8 for 16-bit types, K < 4096, ...) are checked by the launchers' workspace
+    # query, with messages naming x.size(1) / w_down.size(2); mome.ops routes such sizes to the reference first.
+
+
+def _check_grads(grad_output, x, hidden, R):
+    T, D = x.shape
+    _checks.tensor("grad_output", grad_output, 2, "(T, D)")
+    if tuple(grad_output.shape) != (T, D):
+        raise ValueError(f"grad_output must have shape ({T}, {D}), got {tuple(grad_output.shape)}")
+    _checks.same_dtype("grad_output", grad_output, "x", x)
+    _checks.same_device("grad_output", grad_output, "x", x)
+    _checks.tensor("hidden", hidden, 2, "(T, R)")
+    if tuple(hidden.shape) != (T, R):
+        raise ValueError(f"hidden must have shape ({T}, {R}), got {tuple(hidden.shape)}")
+    _checks.same_dtype("hidden", hidden, "x", x)
+    _checks.same_device("hidden", hidden, "x", x)
+
+
+def _group_cpu(routing_name, routing, K, T):
+    """(perm or None, offsets (K + 1,), offsets as a list) on the CPU; perm[i] is the original row of grouped row i."""
+    routing = routing.contiguous()
+    if routing_name == "expert_offsets":
+        _library._C.grouped_adapter_check_offsets_cpu(routing.data_ptr(), K, T)
+        return None, routing, routing.tolist()
+    perm, offsets = routing.new_empty(T), routing.new_empty(K + 1)
+    _library._C.grouped_adapter_group_rows_cpu(routing.data_ptr(), T, K, perm.data_ptr(), offsets.data_ptr())
+    return perm, offsets, offsets.tolist()
+
+
+def _gather_cpu(t, perm):
+    """t[perm] for a 2-D tensor, rows copied in parallel (contiguous t when perm is None)."""
+    src = t.contiguous()
+    if perm is None:
+        return src
+    out = torch.empty_like(src)
+    T = src.shape[0]
+    _library._C.gather_rows_cpu(src.data_ptr(), perm.data_ptr(), out.data_ptr(), T,
+                                src.numel() // max(T, 1) * src.element_size(), torch.get_num_threads())
+    return out
+
+
+def _ptr(t):
+    return 0 if t is None else t.data_ptr()
+
+
+def _forward_cpu(routing_name, x, routing, w_down, b_down, w_up, b_up, scale, gate, residual):
+    _check_kernel("cpu", x, routing_name, routing, w_down, b_down, w_up, b_up, scale, gate)
+    _check_residual(x, residual)
+    T, D = x.shape
+    K, _, R = w_down.shape
+    perm, offsets, offs = _group_cpu(routing_name, routing, K, T)
+    y, hidden = x.new_empty(T, D), x.new_empty(T, R)
+    if T == 0:
+        return y, hidden
+    wd, bd, wu, bu = w_down.contiguous(), b_down.contiguous(), w_up.contiguous(), b_up.contiguous()
+    xs = _gather_cpu(x, perm)  # (T, D) grouped by expert
+    hs, us = x.new_empty(T, R), x.new_empty(T, D)
+    for e in range(K):
+        o, n = offs[e], offs[e + 1] - offs[e]
+        if n == 0:
+            continue
+        hs_e = hs[o:o + n]
+        torch.addmm(bd[e], xs[o:o + n], wd[e], out=hs_e)
+        hs_e.relu_()
+        torch.mm(hs_e, wu[e], out=us[o:o + n])  # b_up is added in the epilogue: one pass over (T, D) fewer
+    sc = scale.contiguous()
+    gt = None if gate is None else gate.contiguous()
+    res = None if residual is None else residual.contiguous()
+    _library._C.grouped_adapter_epilogue_cpu(
+        _library.DTYPE_TAG[x.dtype], _ptr(perm), offsets.data_ptr(), sc.data_ptr(), _ptr(gt), _ptr(res),
+        us.data_ptr(), bu.data_ptr(), hs.data_ptr(), y.data_ptr(), hidden.data_ptr(), T, D, R, K,
+        torch.get_num_threads())
+    return y, hidden
+
+
+def _backward_cpu(routing_name, grad_output, x, routing, hidden, w_down, b_down, w_up, b_up, scale, gate):
+    _check_kernel("cpu", x, routing_name, routing, w_down, b_down, w_up, b_up, scale, gate)
+    T, D = x.shape
+    K, _, R = w_down.shape
+    _check_grads(grad_output, x, hidden, R)
+    perm, offsets, offs = _group_cpu(routing_name, routing, K, T)
+    grad_x = x.new_empty(T, D)
+    grad_wd, grad_bd, grad_wu, grad_bu, grad_scale = (
+        torch.zeros_like(t, memory_format=torch.contiguous_format) for t in (w_down, b_down, w_up, b_up, scale))
+    grad_gate = x.new_empty(T) if gate is not None else x.new_empty(0)
+    if T == 0:
+        return grad_x, grad_wd, grad_bd, grad_wu, grad_bu, grad_scale, grad_gate
+    wd = w_down.contiguous()
+    dys, xs, hs = _gather_cpu(grad_output, perm), _gather_cpu(x, perm), _gather_cpu(hidden, perm)
+    # One GEMM per expert gives both dy @ w_upᵀ and <dy, b_up>: w_up is extended by b_up as an (R+1)-th column.
+    wut = x.new_empty(K, D, R + 1)  # [w_upᵀ | b_up]
+    wut.narrow(2, 0, R).copy_(w_up.transpose(1, 2))
+    wut.select(2, R).copy_(b_up)
+    gs = x.new_empty(T, R + 1)  # [g | <dy, b_up>], g = dy @ w_upᵀ
+    for e in range(K):
+        o, n = offs[e], offs[e + 1] - offs[e]
+        if n:
+            torch.mm(dys[o:o + n], wut[e], out=gs[o:o + n])
+    hc = x.new_empty(T, R + 1)  # [c·h | c]: one GEMM with dy gives dW_up and db_up
+    dz = x.new_empty(T, R)  # c·g·[h > 0]
+    ss = x.new_empty(T)  # s, grouped
+    sc = scale.contiguous()
+    gt = None if gate is None else gate.contiguous()
+    _library._C.grouped_adapter_backward_rows_cpu(
+        _library.DTYPE_TAG[x.dtype], _ptr(perm), offsets.data_ptr(), sc.data_ptr(), _ptr(gt), gs.data_ptr(),
+        hs.data_ptr(), hc.data_ptr(), dz.data_ptr(), ss.data_ptr(), 0 if gt is None else grad_gate.data_ptr(),
+        grad_scale.data_ptr(), T, R, K, torch.get_num_threads())
+    dxs = x.new_empty(T, D)
+    gwb = x.new_zeros(K, R + 1, D)  # [dW_up; db_up] per expert
+    for e in range(K):
+        o, n = offs[e], offs[e + 1] - offs[e]
+        if n == 0:
+            continue
+        dy_e, dz_e = dys[o:o + n], dz[o:o + n]
+        torch.mm(hc[o:o + n].t(), dy_e, out=gwb[e])
+        torch.mm(xs[o:o + n].t(), dz_e, out=grad_wd[e])
+        torch.sum(dz_e, 0, out=grad_bd[e])
+        torch.mm(dz_e, wd[e].t(), out=dxs[o:o + n])
+    grad_wu.copy_(gwb.narrow(1, 0, R))
+    grad_bu.copy_(gwb.select(1, R))
+    if perm is None:
+        grad_x = dxs
+    else:
+        _library._C.scatter_rows_cpu(dxs.data_ptr(), perm.data_ptr(), grad_x.data_ptr(), T, D * dxs.element_size(),
+                                     torch.get_num_threads())
+    return grad_x, grad_wd, grad_bd, grad_wu, grad_bu, grad_scale, grad_gate
+
+
+def _dense(t):
+    """Contiguous and 16-byte aligned (CUTLASS's vector accesses): a view with an odd storage offset is copied."""
+    c = t.contiguous()
+    return c.clone() if c.data_ptr() % 16 else c
+
+
+def _forward_cuda(routing_name, x, routing, w_down, b_down, w_up, b_up, scale, gate, residual):
+    _check_kernel("cuda", x, routing_name, routing, w_down, b_down, w_up, b_up, scale, gate)
+    _check_residual(x, residual)
+    T, D = x.shape
+    K, _, R = w_down.shape
+    y, hidden = x.new_empty(T, D), x.new_empty(T, R)
+    if T == 0:
+        return y, hidden
+    tag, sorted_rows = _library.DTYPE_TAG[x.dtype], routing_name == "expert_offsets"
+    routing = routing.contiguous()
+    workspace = torch.empty(_library._C.grouped_adapter_forward_workspace_cuda(tag, T, D, R, K, sorted_rows),
+                            dtype=torch.uint8, device=x.device)
+    xd, wd, bd, wu, bu, sc = (_dense(t) for t in (x, w_down, b_down, w_up, b_up, scale))
+    gt = None if gate is None else _dense(gate)
+    res = None if residual is None else _dense(residual)
+    _library._C.grouped_adapter_forward_cuda(
+        tag, 0 if sorted_rows else routing.data_ptr(), routing.data_ptr() if sorted_rows else 0, xd.data_ptr(),
+        wd.data_ptr(), bd.data_ptr(), wu.data_ptr(), bu.data_ptr(), sc.data_ptr(), _ptr(gt), _ptr(res),
+        y.data_ptr(), hidden.data_ptr(), workspace.data_ptr(), workspace.numel(), T, D, R, K, x.device.index,
+        _library.cuda_stream(x.device))
+    return y, hidden
+
+
+def _backward_cuda(routing_name, grad_output, x, routing, hidden, w_down, b_down, w_up, b_up, scale, gate):
+    _check_kernel("cuda", x, routing_name, routing, w_down, b_down, w_up, b_up, scale, gate)
+    T, D = x.shape
+    K, _, R = w_down.shape
+    _check_grads(grad_output, x, hidden, R)
+    grad_x = x.new_empty(T, D)
+    grad_wd, grad_bd, grad_wu, grad_bu = x.new_empty(K, D, R), x.new_empty(K, R), x.new_empty(K, R, D), \
+        x.new_empty(K, D)
+    grad_scale = x.new_empty(K)
+    grad_gate = x.new_empty(T) if gate is not None else x.new_empty(0)
+    if T == 0:  # no rows: every weight gradient is zero, and no GEMM needs to run
+        return grad_x, grad_wd.zero_(), grad_bd.zero_(), grad_wu.zero_(), grad_bu.zero_(), grad_scale.zero_(), \
+            grad_gate
+    tag, sorted_rows = _library.DTYPE_TAG[x.dtype], routing_name == "expert_offsets"
+    routing = routing.contiguous()
+    workspace = torch.empty(_library._C.grouped_adapter_backward_workspace_cuda(tag, T, D, R, K, sorted_rows),
+                            dtype=torch.uint8, device=x.device)
+    go, xd, hd, wd, wu, bu, sc = (_dense(t) for t in (grad_output, x, hidden, w_down, w_up, b_up, scale))
+    gt = None if gate is None else _dense(gate)
+    _library._C.grouped_adapter_backward_cuda(
+        tag, 0 if sorted_rows else routing.data_ptr(), routing.data_ptr() if sorted_rows else 0, go.data_ptr(),
+        xd.data_ptr(), hd.data_ptr(), wd.data_ptr(), wu.data_ptr(), bu.data_ptr(), sc.data_ptr(), _ptr(gt),
+        grad_x.data_ptr(), grad_wd.data_ptr(), grad_bd.data_ptr(), grad_wu.data_ptr(), grad_bu.data_ptr(),
+        grad_scale.data_ptr(), 0 if gt is None else grad_gate.data_ptr(), workspace.data_ptr(), workspace.numel(),
+        T, D, R, K, x.device.index, _library.cuda_stream(x.device))
+    return grad_x, grad_wd, grad_bd, grad_wu, grad_bu, grad_scale, grad_gate
+
+
+def _register(op, routing_name, device_type, forward, backward, launcher):
+    def fwd(x, routing, w_down, b_down, w_up, b_up, scale, gate, residual=None):
+        return forward(routing_name, x, routing, w_down, b_down, w_up, b_up, scale, gate, residual)
+
+    def bwd(grad_output, x, routing, hidden, w_down, b_down, w_up, b_up, scale, gate):
+        return backward(routing_name, grad_output, x, routing, hidden, w_down, b_down, w_up, b_up, scale, gate)
+
+    _library.impl(op, device_type, launcher)(fwd)
+    _library.impl(f"{op}_backward", device_type, launcher)(bwd)
+
+
+for _op, _routing in (("grouped_adapter", "expert_ids"), ("grouped_adapter_sorted", "expert_offsets")):
+    _register(_op, _routing, "cpu", _forward_cpu, _backward_cpu, "grouped_adapter_epilogue_cpu")
+    _register(_op, _routing, "cuda", _forward_cuda, _backward_cuda, "grouped_adapter_forward_cuda")
 
 
 # The fakes use new_empty, not empty_like: the kernels return contiguous tensors whatever the inputs' strides, and a
