@@ -448,7 +448,7 @@ def evaluate_model(model, records, image_root, run: RunConfig, env, run_dir: Pat
     from mome.eval.harness import evaluate, limit_per_dataset, write_results
 
     subset = limit_per_dataset(records, run.data.eval_limit)
-    what = f"the model {label}" if label and label.startswith("before") else f"the {tag} model"
+    what = f"the model {label}" if tag == "before" else f"the {tag} model"  # "the model before fine-tuning"
     log(f"evaluating {what} on {len(subset)} test records ...")
     result = evaluate(model.to(env.device), subset, image_root, batch_size=run.train.eval_batch_size,
                       max_new_tokens=run.train.max_new_tokens, progress=True)

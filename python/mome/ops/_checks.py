@@ -47,6 +47,18 @@ def same_dtype(name: str, t: torch.Tensor, ref_name: str, ref: torch.Tensor) -> 
         raise TypeError(f"{name} must have the dtype of {ref_name} ({ref.dtype}), got {t.dtype}")
 
 
+def kernel_input(name: str, t: torch.Tensor, device_type: str, supported, op: str = "") -> None:
+    """`t` (the op's main input) can go to the compiled `device_type` kernel: on that device, of a dtype in
+    `supported`. For callers of ``torch.ops.mome.*``; `mome.ops` routes other inputs to the reference first."""
+    kind = device_type.upper()
+    if t.device.type != device_type:
+        raise ValueError(f"{name} must be a {kind} tensor for the {kind} kernel, got {t.device}")
+    if t.dtype not in supported:
+        kernel = f"the {kind} kernel of {op}" if op else f"the {kind} kernel"
+        raise TypeError(f"{name}: {kernel} supports {', '.join(map(str, supported))}, got {t.dtype} (mome.ops falls "
+                        "back to the PyTorch reference for other dtypes)")
+
+
 def can_read_values(*ts: torch.Tensor) -> bool:
     """Whether value checks may read these tensors: real CPU tensors outside of tracing (no host sync, no graph break)."""
     if torch.compiler.is_compiling():

@@ -157,13 +157,7 @@ def _check_kernel(device_type, value, spatial_shapes, level_start_index, samplin
     for name, t in (("spatial_shapes", spatial_shapes), ("level_start_index", level_start_index)):
         if t.dtype != torch.int64:
             raise TypeError(f"{name} must be an int64 index tensor, got {t.dtype}")
-    if value.device.type != device_type:
-        raise ValueError(f"value must be a {device_type.upper()} tensor for the {device_type.upper()} kernel, "
-                         f"got {value.device}")
-    supported = _library.KERNEL_DTYPES[device_type]["deform_attn"]
-    if value.dtype not in supported:
-        raise TypeError(f"value: the {device_type.upper()} kernel supports {', '.join(map(str, supported))}, got "
-                        f"{value.dtype} (mome.ops falls back to the PyTorch reference for other dtypes)")
+    _checks.kernel_input("value", value, device_type, _library.KERNEL_DTYPES[device_type]["deform_attn"])
     loc_ok = (value.dtype,) if device_type == "cpu" else (value.dtype, torch.float32)
     if sampling_locations.dtype not in loc_ok:
         raise TypeError(f"sampling_locations must have the dtype of value ({value.dtype})"

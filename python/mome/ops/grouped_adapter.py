@@ -245,14 +245,8 @@ def _check_kernel(device_type, x, routing_name, routing, w_down, b_down, w_up, b
         _check_offsets(x, routing, w_down, b_down, w_up, b_up, scale, gate, read_values=False)
     if routing.dtype != torch.int64:
         raise TypeError(f"{routing_name} must be an int64 index tensor, got {routing.dtype}")
-    if x.device.type != device_type:
-        raise ValueError(f"x must be a {device_type.upper()} tensor for the {device_type.upper()} kernel, "
-                         f"got {x.device}")
-    supported = _library.KERNEL_DTYPES[device_type]["grouped_adapter"]
-    if x.dtype not in supported:
-        raise TypeError(f"x: the {device_type.upper()} kernel of grouped_adapter supports "
-                        f"{', '.join(map(str, supported))}, got {x.dtype} (mome.ops falls back to the PyTorch "
-                        "reference for other dtypes)")
+    _checks.kernel_input("x", x, device_type, _library.KERNEL_DTYPES[device_type]["grouped_adapter"],
+                         op="grouped_adapter")
     # CUDA size limits (D, R multiples of 8 for 16-bit types, K < 4096, ...) are checked by the launchers' workspace
     # query, with messages naming x.size(1) / w_down.size(2); mome.ops routes such sizes to the reference first.
 

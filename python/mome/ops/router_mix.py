@@ -22,13 +22,7 @@ def router_mix(features: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     Returns:
         (B, L, D). Differentiable in both arguments.
     """
-    _checks.tensor("features", features, 4, "(N, B, L, D)")
-    _checks.tensor("weights", weights, 2, "(B, N)")
-    _checks.floating("features", features)
-    _checks.floating("weights", weights)
-    _checks.size("weights", weights, 0, features.shape[1], "the batch size features.shape[1]")
-    _checks.size("weights", weights, 1, features.shape[0], "the number of experts features.shape[0]")
-    _checks.same_device("weights", weights, "features", features)
+    _check(features, weights)
     kernel_ok = weights.dtype == features.dtype and _library.uses_kernel("router_mix", features.device, features.dtype)
     if kernel_ok and features.device.type == "cuda":
         needs_backward = torch.is_grad_enabled() and (features.requires_grad or weights.requires_grad)
@@ -36,6 +30,17 @@ def router_mix(features: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     if kernel_ok:
         return torch.ops.mome.router_mix(features, weights)
     return reference.router_mix(features, weights)
+
+
+def _check(features, weights):
+    """The arguments' ranks, dtype kinds, sizes and devices (the public op and the kernels)."""
+    _checks.tensor("features", features, 4, "(N, B, L, D)")
+    _checks.tensor("weights", weights, 2, "(B, N)")
+    _checks.floating("features", features)
+    _checks.floating("weights", weights)
+    _checks.size("weights", weights, 0, features.shape[1], "the batch size features.shape[1]")
+    _checks.size("weights", weights, 1, features.shape[0], "the number of experts features.shape[0]")
+    _checks.same_device("weights", weights, "features", features)
 
 
 def cuda_unsupported(features_shape, backward: bool = True) -> list[str]:
@@ -58,20 +63,8 @@ def _check_kernel(device_type, features, weights):
             and features.dtype in _library.KERNEL_DTYPES[device_type]["router_mix"]
             and features.get_device() == weights.get_device() and features.device.type == device_type):
         return  # the fast path of valid arguments; otherwise the checks below name what is wrong
-    _checks.tensor("features", features, 4, "(N, B, L, D)")
-    _checks.tensor("weights", weights, 2, "(B, N)")
-    _checks.floating("features", features)
-    _checks.floating("weights", weights)
-    _checks.size("weights", weights, 0, features.shape[1], "the batch size features.shape[1]")
-    _checks.size("weights", weights, 1, features.shape[0], "the number of experts features.shape[0]")
-    _checks.same_device("weights", weights, "features", features)
-    if features.device.type != device_type:
-        raise ValueError(f"features must be a {device_type.upper()} tensor for the {device_type.upper()} kernel, "
-                         f"got {features.device}")
-    supported = _library.KERNEL_DTYPES[device_type]["router_mix"]
-    if features.dtype not in supported:
-        raise TypeError(f"features: the {device_type.upper()} kernel supports {', '.join(map(str, supported))}, got "
-                        f"{features.dtype} (mome.ops falls back to the PyTorch reference for other dtypes)")
+    _check(features, weights)
+    _checks.kernel_input("features", features, device_type, _library.KERNEL_DTYPES[device_type]["router_mix"])
     if weights.dtype != features.dtype:
         raise TypeError(f"weights must have dtype {features.dtype}, got {weights.dtype}")
 
