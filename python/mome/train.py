@@ -90,6 +90,9 @@ class StageConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     global_batch_size: int | None = None  # this stage's (the release: 64, then 16); None: train.global_batch_size
     micro_batch_size: int | None = None  # None: train.micro_batch_size
+    # Peak lr of the LLM's own weights when they train (language.train: true), e.g. lower to fine-tune a pretrained
+    # LLM gently; None: lr. Its MoLE adapters and routers always use lr.
+    llm_lr: float | None = None
 
 
 @dataclass
@@ -220,6 +223,8 @@ def _validate(run: RunConfig) -> None:
         s = getattr(t, name)
         if s.steps < 1 or s.warmup_steps < 0 or s.lr <= 0 or s.min_lr < 0 or len(s.betas) != 2:
             raise ConfigError(f"train.{name}: need steps >= 1, warmup_steps >= 0, lr > 0, min_lr >= 0 and two betas")
+        if s.llm_lr is not None and s.llm_lr <= 0:
+            raise ConfigError(f"train.{name}.llm_lr must be > 0 (or null), got {s.llm_lr}")
         for key in ("global_batch_size", "micro_batch_size"):
             if getattr(s, key) is not None and getattr(s, key) < 1:
                 raise ConfigError(f"train.{name}.{key} must be >= 1 (or null), got {getattr(s, key)}")

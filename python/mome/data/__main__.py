@@ -1,9 +1,10 @@
-"""Command line: ``python -m mome.data {convert,synth,pretrain-encoders,list}``.
+"""Command line: ``python -m mome.data {convert,synth,pretrain-encoders,pretrain-llm,list}``.
 
     python -m mome.data convert NAME --src DIR --out FILE [--split SPLIT] [--quiet]
     python -m mome.data convert official --src DIR --out FILE [--images ROOT [--on-missing skip]] [--verbatim]
     python -m mome.data synth --out DIR [--n N] [--n-test M] [--seed S] [--quiet]
     python -m mome.data pretrain-encoders [--out DIR] [--seed S] [--steps N] [--kinds K,...] [--check]
+    python -m mome.data pretrain-llm [--out DIR] [--seed S] [--steps N] [--check]
     python -m mome.data list                      # the converters, their groups and default splits
 """
 
@@ -63,6 +64,17 @@ def main(argv: list[str] | None = None) -> int:
                         "they differ)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
+    p = sub.add_parser("pretrain-llm", help="pretrain the tiny preset's LLM on text (the shipped mome:tiny-llm)")
+    p.add_argument("--out", default=None,
+                   help="output folder for tiny-llm/ and tiny-llm.json (default: the package's own weights folder, "
+                        "replacing the shipped files)")
+    p.add_argument("--seed", type=int, default=0, help="seed (default 0: the shipped weights)")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the shipped ones)")
+    p.add_argument("--check", action="store_true",
+                   help="regenerate into a temporary folder and compare with the shipped file's SHA-256 (exit 1 if "
+                        "they differ)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
     sub.add_parser("list", help="list the converters")
 
     argv = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--debug"]
@@ -97,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"in {time.time() - t0:.1f} s", file=sys.stderr)
     elif args.command == "pretrain-encoders":
         return _pretrain_encoders(args)
+    elif args.command == "pretrain-llm":
+        return _pretrain_llm(args)
     else:
         for name in sorted(converters.REGISTRY):
             c = converters.REGISTRY[name]
@@ -141,6 +155,38 @@ def _pretrain_encoders(args) -> int:
         print(f"shipped on {shipped['machine']} with torch {shipped['torch']}; here {man['machine']} with torch "
               f"{man['torch']} (bit-exactness needs the same kind of machine)", file=sys.stderr)
     return 1 if differ else 0
+
+
+def _pretrain_llm(args) -> int:
+    import json
+    import tempfile
+
+    from mome.model import specialists
+    from mome.training import llm_pretrain
+
+    if args.steps is not None and args.steps < 1:
+        raise UsageError(f"--steps {args.steps}: must be >= 1")
+    log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
+    if not args.check:
+        out = Path(args.out) if args.out else specialists.WEIGHTS_DIR
+        if out.exists() and not out.is_dir():
+            raise UsageError(f"--out {args.out}: not a folder")
+        t0 = time.time()
+        llm_pretrain.pretrain(out, seed=args.seed, steps=args.steps or llm_pretrain.DEFAULT_STEPS,
+                              progress=_progress(args), log=log)
+        log(f"pretrain-llm: wrote {out / specialists.LLM} and {llm_pretrain.MANIFEST} in {time.time() - t0:.0f} s")
+        return 0
+    shipped = json.loads((specialists.WEIGHTS_DIR / llm_pretrain.MANIFEST).read_text())
+    with tempfile.TemporaryDirectory() as tmp:
+        man = llm_pretrain.pretrain(tmp, seed=shipped["seed"], steps=args.steps or shipped["steps"],
+                                    progress=_progress(args), log=log)
+    same = man["sha256"] == shipped["sha256"]
+    print(f"tiny-llm: {'same bits as the shipped file' if same else 'DIFFERS from the shipped file'} "
+          f"({man['sha256'][:16]}…)")
+    if not same:
+        print(f"shipped on {shipped['machine']} with torch {shipped['torch']}; here {man['machine']} with torch "
+              f"{man['torch']} (bit-exactness needs the same kind of machine)", file=sys.stderr)
+    return 0 if same else 1
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from PIL import Image, ImageDraw, ImageFont
 from mome.data.records import format_box, make_record, write_records
 from mome.data.templates import render
 
-__all__ = ["generate", "ensure", "is_current", "stamp", "STAMP", "DATASETS", "COLORS", "SHAPES", "SCENE_SIZE", "Shape", "Item", "scene", "draw_doc_text",
+__all__ = ["generate", "ensure", "make_record_parts", "describe_scene", "describe_table", "is_current", "stamp", "STAMP", "DATASETS", "COLORS", "SHAPES", "SCENE_SIZE", "Shape", "Item", "scene", "draw_doc_text",
            "draw_table", "draw_chart"]
 
 SCENE_SIZE = 64
@@ -144,13 +144,26 @@ def _join(names: list[str]) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
+def describe_scene(shapes: list[Shape]) -> str:
+    """A scene as text, left to right, each object's name and box written as the answers write them (the tiny
+    LLM's pretraining text, `mome.data.corpus`)."""
+    return "; ".join(f"{s.name} {format_box(s.norm_box(SCENE_SIZE, SCENE_SIZE))}" for s in _left_to_right(shapes))
+
+
+def describe_table(rows: list[str], cols: list[str], cells: list[list[int]]) -> str:
+    """A table as text: a header line of column names, then one line per row, cells separated by " | "."""
+    lines = [" | ".join(["", *cols])] + [" | ".join([r, *map(str, c)]) for r, c in zip(rows, cells)]
+    return "\n".join(lines)
+
+
+# A dataset's maker: (rng, record id) -> (image, instruction, answer, evaluation fields, the image's content as text)
 def _caption(rng, rid):
     img, shapes = scene(rng, 1, 3)  # at most 3 objects keeps captions under a dozen words
     names = [s.name for s in _left_to_right(shapes)]
     caption = _join([f"a {n}" for n in names])
     refs = [caption, f"there is {caption}", f"{NUMBER_WORDS[len(names)]} shape{'s' if len(names) > 1 else ''}: "
             + _join(names)]
-    return img, render("caption", rid), caption, {"captions": refs}
+    return img, render("caption", rid), caption, {"captions": refs}, describe_scene(shapes)
 
 
 def _vqa(rng, rid):
@@ -182,21 +195,23 @@ def _vqa(rng, rid):
             if abs(a_.cx - b_.cx) < 6:  # too close to call left/right
                 continue
             q, a = f"Is the {a_.name} left of the {b_.name}?", "yes" if a_.cx < b_.cx else "no"
-        return img, render("vqa", rid, question=q), a, {"answers": [a]}
+        return img, render("vqa", rid, question=q), a, {"answers": [a]}, describe_scene(shapes)
 
 
 def _rec(rng, rid):
     img, shapes = scene(rng)
     s = rng.choice(shapes)
     box = s.norm_box(*img.size)
-    return img, render("rec", rid, expression=f"the {s.name}"), format_box(box), {"bbox": box}
+    return (img, render("rec", rid, expression=f"the {s.name}"), format_box(box), {"bbox": box},
+            describe_scene(shapes))
 
 
 def _reg(rng, rid):
     img, shapes = scene(rng)
     s = rng.choice(shapes)
     box = format_box(s.norm_box(*img.size))
-    return img, render("reg", rid, box=box), s.name, {"captions": [s.name, f"the {s.name}", f"a {s.name}"]}
+    return (img, render("reg", rid, box=box), s.name, {"captions": [s.name, f"the {s.name}", f"a {s.name}"]},
+            describe_scene(shapes))
 
 
 # -- documents --------------------------------------------------------------------------------------------------
@@ -244,7 +259,8 @@ def draw_doc_text(rng) -> tuple[Image.Image, list[str], list[Item]]:
 def _doc_text(rng, rid):
     img, words, _ = draw_doc_text(rng)
     k = rng.randrange(len(words))
-    return img, render("docvqa", rid, question=f"What is the {ORDINALS[k]} word?"), words[k], {"answers": [words[k]]}
+    return (img, render("docvqa", rid, question=f"What is the {ORDINALS[k]} word?"), words[k], {"answers": [words[k]]},
+            " ".join(words))
 
 
 def draw_table(rng) -> tuple[Image.Image, list[str], list[str], list[list[int]], list[Item]]:
@@ -273,7 +289,8 @@ def _table(rng, rid):
     img, rows, cols, cells, _ = draw_table(rng)
     i, j = rng.randrange(len(rows)), rng.randrange(len(cols))
     a = str(cells[i][j])
-    return img, render("docvqa", rid, question=f"What is the {cols[j]} of the {rows[i]}?"), a, {"answers": [a]}
+    return (img, render("docvqa", rid, question=f"What is the {cols[j]} of the {rows[i]}?"), a, {"answers": [a]},
+            describe_table(rows, cols, cells))
 
 
 def draw_chart(rng) -> tuple[Image.Image, list[str], list[int], list[Item]]:
@@ -319,11 +336,18 @@ def _chart(rng, rid):
     img, labels, values, _ = draw_chart(rng)
     k = rng.randrange(len(labels))
     a = str(values[k])
-    return img, render("chartqa", rid, question=f"What is the value of bar {labels[k]}?"), a, {"answers": [a]}
+    return (img, render("chartqa", rid, question=f"What is the value of bar {labels[k]}?"), a, {"answers": [a]},
+            ", ".join(f"{lab}: {v}" for lab, v in zip(labels, values)))
 
 
 _MAKERS = {"synth-caption": _caption, "synth-vqa": _vqa, "synth-rec": _rec, "synth-reg": _reg,
            "synth-doc-text": _doc_text, "synth-table": _table, "synth-chart": _chart}
+
+
+def make_record_parts(dataset: str, rng: random.Random, rid: str):
+    """One record of ``dataset`` drawn from ``rng``: (image, instruction, answer, evaluation fields, the image's
+    content as text). The benchmark draws with ``random.Random(f"mome-synth/{seed}/{split}/{dataset}/{i}")``."""
+    return _MAKERS[dataset](rng, rid)
 
 
 def _counts(n: int) -> dict[str, int]:
@@ -347,7 +371,7 @@ def make_split(out_dir: Path, split: str, n: int, seed: int, progress: bool = Fa
         for i in range(count):
             rid = f"{dataset}-{split}-{i:05d}"
             rng = random.Random(f"mome-synth/{seed}/{split}/{dataset}/{i}")
-            img, instruction, answer, evals = _MAKERS[dataset](rng, rid)
+            img, instruction, answer, evals, _ = make_record_parts(dataset, rng, rid)
             rel = f"images/{split}/{dataset}/{i:05d}.png"
             img.save(out_dir / rel, optimize=False, compress_level=1)
             records.append(make_record(id=rid, image=rel, instruction=instruction, answer=answer, dataset=dataset,

@@ -34,6 +34,7 @@ from mome.model.encoders import _dtype, build_encoder, build_preprocessor
 from mome.model.mole import (attach_mole, mole_aux_loss, mole_modules, replicate_adapter, resize_experts,
                              routing_context)
 from mome.model.move import MoVE
+from mome.model.specialists import resolve_path
 from mome.model.tokenizer import SYSTEM, Tokenizer
 
 __all__ = ["MoME", "MoMEOutput", "CheckpointError", "IMAGE_TOKEN", "build_prompt", "load_official_state"]
@@ -383,7 +384,7 @@ def _load_tokenizer(config: MoMEConfig) -> Tokenizer:
     if lang.tokenizer_path:
         return Tokenizer.from_file(lang.tokenizer_path)
     if lang.path:
-        return Tokenizer.from_file(Path(lang.path) / "tokenizer.model")
+        return Tokenizer.from_file(resolve_path(lang.path) / "tokenizer.model")
     return Tokenizer.tiny()
 
 
@@ -393,7 +394,7 @@ def _build_llm(config: MoMEConfig, tokenizer: Tokenizer) -> nn.Module:
     lang = config.language
     dtype = _dtype(lang.dtype) if not lang.train else torch.float32
     if lang.path:
-        return tf.AutoModelForCausalLM.from_pretrained(lang.path, local_files_only=True, dtype=dtype)
+        return tf.AutoModelForCausalLM.from_pretrained(resolve_path(lang.path), local_files_only=True, dtype=dtype)
     llm_config = tf.LlamaConfig(
         vocab_size=lang.vocab_size, hidden_size=lang.hidden_size, intermediate_size=lang.intermediate_size,
         num_hidden_layers=lang.num_layers, num_attention_heads=lang.num_heads, num_key_value_heads=lang.num_heads,

@@ -22,13 +22,14 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["WEIGHTS_DIR", "MANIFEST", "PREFIX", "KINDS", "resolve_path", "builtin_name", "manifest", "sha256",
+__all__ = ["WEIGHTS_DIR", "MANIFEST", "PREFIX", "KINDS", "LLM", "resolve_path", "builtin_name", "manifest", "sha256",
            "file_name"]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 MANIFEST = "tiny-specialists.json"
 PREFIX = "mome:"
 KINDS = ("eva_clip", "dinov2", "pix2struct")
+LLM = "tiny-llm"  # the shipped tiny LLM: a transformers LLaMA folder in WEIGHTS_DIR, ``language.path: mome:tiny-llm``
 
 
 def file_name(kind: str) -> str:
@@ -43,14 +44,21 @@ def builtin_name(path: str | None) -> str | None:
 
 
 def resolve_path(path: str | Path) -> Path:
-    """An encoder path as a file: ``mome:tiny-<kind>`` is the shipped specialist, anything else is itself."""
+    """An encoder or LLM path as a file or folder: ``mome:tiny-<kind>`` is the shipped specialist encoder,
+    ``mome:tiny-llm`` the shipped LLM's folder (`mome.training.llm_pretrain`), anything else is itself."""
     name = builtin_name(str(path))
     if name is None:
         return Path(path)
-    known = [f"tiny-{k}" for k in KINDS]
+    known = [f"tiny-{k}" for k in KINDS] + [LLM]
     if name not in known:
-        raise FileNotFoundError(f"{path}: no built-in encoder of that name; built-in: "
+        raise FileNotFoundError(f"{path}: no built-in model of that name; built-in: "
                                 f"{', '.join(PREFIX + k for k in known)}")
+    if name == LLM:
+        folder = WEIGHTS_DIR / LLM
+        if not (folder / "model.safetensors").is_file():
+            raise FileNotFoundError(f"{path}: the shipped folder {folder} is missing or incomplete; regenerate it "
+                                    f"with `python -m mome.data pretrain-llm --out {WEIGHTS_DIR}`")
+        return folder
     file = WEIGHTS_DIR / f"{name}.safetensors"
     if not file.is_file():
         raise FileNotFoundError(f"{path}: the shipped file {file} is missing; regenerate it with "

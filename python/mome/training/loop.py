@@ -12,6 +12,7 @@ import contextlib
 import json
 import math
 import sys
+import re
 import time
 from pathlib import Path
 from typing import Callable
@@ -42,14 +43,26 @@ def no_weight_decay(name: str, p: torch.Tensor) -> bool:
 
 def make_optimizer(model, stage):
     """AdamW over the trainable parameters (of the model as wrapped: FSDP's shards), two weight-decay groups;
-    `stage`: a `mome.train.StageConfig` (lr, betas, weight_decay)."""
-    decay, no_decay = [], []
+    `stage`: a `mome.train.StageConfig` (lr, betas, weight_decay, llm_lr). With ``stage.llm_lr`` set, the LLM's own
+    weights (not its MoLE adapters or routers) form two more groups at that peak lr."""
+    groups = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if no_weight_decay(name, p) else decay).append(p)
-    groups = [{"params": decay, "weight_decay": stage.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=stage.lr, betas=tuple(stage.betas))
+        llm = stage.llm_lr is not None and _is_llm_weight(name)
+        groups.setdefault((llm, no_weight_decay(name, p)), []).append(p)
+    out = []
+    for llm in (False, True):
+        for nd in (False, True):
+            if (llm, nd) in groups or not llm:
+                out.append({"params": groups.get((llm, nd), []), "weight_decay": 0.0 if nd else stage.weight_decay,
+                            "lr": stage.llm_lr if llm else stage.lr})
+    return torch.optim.AdamW(out, lr=stage.lr, betas=tuple(stage.betas))
+
+
+def _is_llm_weight(name: str) -> bool:
+    """A parameter of the LLM itself (names as wrapped: DDP's ``module.``, FSDP's prefixes), not of its MoLE."""
+    return re.search(r"(^|\.)llm\.", name) is not None and ".mole." not in name
 
 
 class Metrics:
