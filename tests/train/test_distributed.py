@@ -51,7 +51,8 @@ def _assert_same_run(run_dir: Path, reference: Path, exact: bool = False) -> Non
         if exact:
             assert torch.equal(wb[k], wa[k]), k
         else:
-            torch.testing.assert_close(wb[k], wa[k], rtol=1e-5, atol=1e-6, msg=lambda m: f"{k}: {m}")
+            # fp32 sums in another order (the all-reduce): a few ulps, more with the pretrained LLM's larger weights
+            torch.testing.assert_close(wb[k], wa[k], rtol=1e-5, atol=1e-5, msg=lambda m: f"{k}: {m}")
 
 
 @pytest.fixture(scope="module")

@@ -52,9 +52,9 @@ def _weights(folder):
 
 
 def test_every_trainable_parameter_has_a_part():
-    model = MoME(MoMEConfig.preset("tiny"))
+    model = MoME(MoMEConfig.preset("tiny", {"language.train": True}))
     parts = {part_of(n) for n, p in model.named_parameters() if p.requires_grad}
-    assert parts == set(PARTS)  # the tiny LLM trains, so every part is present
+    assert parts == set(PARTS)  # with the LLM training, every part is present
     with pytest.raises(KeyError):
         part_of("move.encoders.dinov2.embeddings.cls_token")
 
@@ -180,7 +180,7 @@ def test_fsdp_fine_tune_with_frozen_parts_equals_one_process(tmp_path, synth_dir
     a, b = _weights(tmp_path / "one" / "stage2" / "final"), _weights(tmp_path / "two" / "stage2" / "final")
     assert a.keys() == b.keys() == _weights(stage2_model).keys()
     for k in a:
-        torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6, msg=lambda m: f"{k}: {m}")
+        torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-5, msg=lambda m: f"{k}: {m}")  # all-reduce order
     source = _weights(stage2_model)
     assert all(torch.equal(b[k], source[k]) for k in b if k.startswith("move.aggregators."))  # frozen stays put
 
@@ -188,7 +188,7 @@ def test_fsdp_fine_tune_with_frozen_parts_equals_one_process(tmp_path, synth_dir
 def test_a_run_sets_only_what_changes_training_on_a_trained_source():
     from mome.training.finetune import RUN_SETTABLE, run_overrides
 
-    src = MoMEConfig.preset("tiny")
+    src = MoMEConfig.preset("tiny", {"language.path": None, "language.train": True})
     run = src.override({"vision.adt_dropout": 0.0, "mole.load_balance": 0.01, "language.hidden_size": 64,
                         "mole.num_experts": 6, "name": "other"})
     settable, kept = run_overrides(src, run)

@@ -281,6 +281,13 @@ class MoMEConfig:
                                   f"vision.adt_heads ({v.adt_heads}): ADT runs at the encoder's width")
         for key in ("hidden_size", "num_layers", "num_heads", "intermediate_size", "vocab_size", "max_length"):
             _positive(f"language.{key}", getattr(lang, key))
+        if builtin_name(lang.path) == "tiny-llm":  # the shipped LLM has the tiny preset's sizes; others are ignored
+            shipped = PRESETS["tiny"]["language"]
+            for key in ("hidden_size", "num_layers", "num_heads", "intermediate_size", "vocab_size"):
+                if getattr(lang, key) != shipped[key]:
+                    raise ConfigError(f"language.{key} = {getattr(lang, key)} does not match the shipped LLM "
+                                      f"(language.path = {lang.path}: {shipped[key]}); set language.path=null (and "
+                                      f"language.train=true) for a random LLM of other sizes")
         if lang.path is None and lang.hidden_size % lang.num_heads:
             raise ConfigError("language.hidden_size must be divisible by language.num_heads")
         for key in ("num_experts", "rank", "router_hidden"):
@@ -318,8 +325,8 @@ _TINY_ENCODER = dict(patch_size=8, hidden_size=64, num_layers=2, num_heads=4, in
 PRESETS: dict[str, dict] = {
     # The released architecture at tiny sizes, so it builds and trains on a 2-core CPU in minutes: EVA sees 32 px
     # (4 × 4 = L patch tokens, its own LN + Linear, CLS prepended), DINOv2 64 px (8 × 8 patches, its table trained at
-    # that size) pooled to L by ADT, Pix2Struct at most 64 patches; a random 4-layer LLaMA with the built-in ~1k-piece
-    # sentencepiece tokenizer; the real MiniLM.
+    # that size) pooled to L by ADT, Pix2Struct at most 64 patches; a pretrained 4-layer LLaMA with the built-in
+    # ~1k-piece sentencepiece tokenizer; the real MiniLM.
     "tiny": {
         "name": "tiny",
         "seed": 0,
@@ -344,8 +351,11 @@ PRESETS: dict[str, dict] = {
             "intermediate_size": 352,
             "vocab_size": 1000,
             "max_length": 256,
-            # Random weights know no language: the tiny LLM trains (the paper's LLM is frozen).
-            "train": True,
+            # A tiny LLaMA of ours pretrained on text of the synthetic benchmark's world (`python -m mome.data
+            # pretrain-llm`, shipped like the encoders), frozen as in the paper. `language.path: null` gives a random
+            # LLM of these sizes, which then must train (`language.train: true`).
+            "path": "mome:tiny-llm",
+            "train": False,
         },
         "mole": {"num_experts": 4, "rank": 16},
     },
