@@ -119,6 +119,20 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _pretrain_args(args):
+    """The checks and settings `pretrain-encoders` and `pretrain-llm` share: --steps, the --out folder (default the
+    package's weights folder) and the log."""
+    from mome.model import specialists
+
+    if args.steps is not None and args.steps < 1:
+        raise UsageError(f"--steps {args.steps}: must be >= 1")
+    out = Path(args.out) if args.out else specialists.WEIGHTS_DIR
+    if not args.check and out.exists() and not out.is_dir():
+        raise UsageError(f"--out {args.out}: not a folder")
+    log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
+    return out, log
+
+
 def _pretrain_encoders(args) -> int:
     import tempfile
 
@@ -129,14 +143,9 @@ def _pretrain_encoders(args) -> int:
     bad = [k for k in kinds if k not in specialists.KINDS]
     if bad or not kinds:
         raise UsageError(f"--kinds {args.kinds}: expected a subset of {','.join(specialists.KINDS)}")
-    if args.steps is not None and args.steps < 1:
-        raise UsageError(f"--steps {args.steps}: must be >= 1")
     steps = {k: args.steps for k in kinds} if args.steps is not None else {}
-    log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
+    out, log = _pretrain_args(args)
     if not args.check:
-        out = Path(args.out) if args.out else specialists.WEIGHTS_DIR
-        if out.exists() and not out.is_dir():
-            raise UsageError(f"--out {args.out}: not a folder")
         t0 = time.time()
         pretrain(out, seed=args.seed, steps=steps, kinds=kinds, progress=_progress(args), log=log)
         log(f"pretrain-encoders: wrote {', '.join(specialists.file_name(k) for k in kinds)} to {out} "
@@ -164,13 +173,8 @@ def _pretrain_llm(args) -> int:
     from mome.model import specialists
     from mome.training import llm_pretrain
 
-    if args.steps is not None and args.steps < 1:
-        raise UsageError(f"--steps {args.steps}: must be >= 1")
-    log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
+    out, log = _pretrain_args(args)
     if not args.check:
-        out = Path(args.out) if args.out else specialists.WEIGHTS_DIR
-        if out.exists() and not out.is_dir():
-            raise UsageError(f"--out {args.out}: not a folder")
         t0 = time.time()
         llm_pretrain.pretrain(out, seed=args.seed, steps=args.steps or llm_pretrain.DEFAULT_STEPS,
                               progress=_progress(args), log=log)

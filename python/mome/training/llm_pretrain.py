@@ -110,7 +110,6 @@ def pretrain(out_dir: str | Path, seed: int = 0, steps: int = DEFAULT_STEPS, tra
         train = corpus.samples(train_samples, seed=seed, exclude=exclude)
         heldout = corpus.samples(eval_samples, seed=seed, offset=10 * train_samples, exclude=exclude)
         rows = [encode(tokenizer, text, ins, ans)[0] for _, text, ins, ans in train]
-        B = BATCH
         too_long = max(len(r) for r in rows)
         if too_long > lang.max_length:
             raise ValueError(f"a corpus sample has {too_long} tokens, more than language.max_length = "
@@ -139,11 +138,11 @@ def pretrain(out_dir: str | Path, seed: int = 0, steps: int = DEFAULT_STEPS, tra
         losses = []
         bar = tqdm(range(steps), desc="pretrain-llm", disable=not progress, unit="step")
         for step in bar:
-            if len(perm) < B:
+            if len(perm) < BATCH:
                 more = list(range(len(rows)))
                 order.shuffle(more)
                 perm += more
-            idx, perm = perm[:B], perm[B:]
+            idx, perm = perm[:BATCH], perm[BATCH:]
             ids, mask = _batch([rows[i] for i in idx], tokenizer.pad_id)
             logits = llm(input_ids=ids, attention_mask=mask, use_cache=False).logits
             labels = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
