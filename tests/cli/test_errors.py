@@ -155,7 +155,7 @@ def test_as_a_program(program, argv, expected):
 def test_flags_and_overrides_mix_in_any_order(files, capsys):
     argv = ["mole.num_experts=2", "--preset", "tiny", "--image", str(files / "img.png"), "vision.router=add",
             "--prompt", "What is it?", "--max-new-tokens", "2", "--json", "language.num_layers=2",
-                "language.path=null"]
+            "language.path=null"]
     assert run(_main("generate"), "python -m mome.generate", argv) == 0
     out = json.loads(capsys.readouterr().out)
     assert len(out["routing"]["language"]) == 2 and set(out["routing"]["vision"].values()) == {1.0}

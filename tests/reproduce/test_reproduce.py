@@ -131,8 +131,9 @@ def test_rows_take_only_the_ablation_switches(tmp_path):
         # the tiny preset's sizes and the default run's data, not the paper file's rank 64 or /path/to/ paths
         assert model["mole"]["rank"] == tiny["model"]["mole"]["rank"] and model["language"] == tiny["model"]["language"]
         assert r.config["data"]["train"] == "synth" and "/path/to" not in yaml.safe_dump(r.config)
-        assert train["seed"] == model["seed"] == r.seed and train["stage1"]["steps"] == reproduce.REPRODUCE_BUDGET["train.stage1.steps"]
-        assert r.config["data"]["eval_limit"] == reproduce.REPRODUCE_BUDGET["data.eval_limit"]
+        budget = reproduce.REPRODUCE_BUDGET
+        assert train["seed"] == model["seed"] == r.seed and train["stage1"]["steps"] == budget["train.stage1.steps"]
+        assert r.config["data"]["eval_limit"] == budget["data.eval_limit"]
         assert Path(train["out_dir"]) / train["name"] == r.run_dir
     owners = {r.row.stem: r.run_dir.parent.name for r in runs}
     assert owners["t2_clip_adapter"] == "t1_clip_avgpool" and owners["t2_move_adapter"] == "t1_move_adt_router"
@@ -156,7 +157,8 @@ def test_dry_run_lists_all_rows(tmp_path):
     heads = [line for line in proc.stdout.splitlines() if not line.startswith(" ")]
     assert [h.split(": ", 1)[1].rsplit(" (", 1)[0] for h in heads[:-1]] == TABLE1 + TABLE2
     assert heads[-1] == "14 rows × 3 seeds = 42 runs, 36 to train"
-    assert f"train.stage1.steps={reproduce.REPRODUCE_BUDGET['train.stage1.steps']}" in proc.stdout and not (tmp_path / "out").exists()
+    steps = reproduce.REPRODUCE_BUDGET["train.stage1.steps"]
+    assert f"train.stage1.steps={steps}" in proc.stdout and not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("argv, named", [

@@ -281,7 +281,8 @@ class MoMEConfig:
                                   f"vision.adt_heads ({v.adt_heads}): ADT runs at the encoder's width")
         for key in ("hidden_size", "num_layers", "num_heads", "intermediate_size", "vocab_size", "max_length"):
             _positive(f"language.{key}", getattr(lang, key))
-        if builtin_name(lang.path) == "tiny-llm":  # the shipped LLM has the tiny preset's sizes; others are ignored
+        if builtin_name(lang.path) == "tiny-llm":  # the shipped LLM has the tiny preset's sizes: refuse others here,
+            # which the weights' loading would otherwise silently override
             shipped = PRESETS["tiny"]["language"]
             for key in ("hidden_size", "num_layers", "num_heads", "intermediate_size", "vocab_size"):
                 if getattr(lang, key) != shipped[key]:
